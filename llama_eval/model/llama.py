@@ -1,0 +1,297 @@
+"""The LLaMA network in one file: LLaMA 1, Llama 2 and the Llama 3 architecture.
+
+Module and parameter names are those of Meta's checkpoints (`tok_embeddings`,
+`layers.N.attention.wq`, `feed_forward.w1`, ...), so Meta's files load with
+``strict=True``; other formats are renamed onto these names in `checkpoint.py`.
+
+Shapes: B batch, T new tokens, S cache slots, H query heads, Hkv key/value heads,
+D head size, V vocabulary, C model width.
+
+Rotary embeddings follow Meta's convention (interleaved pairs 2i, 2i+1 of each head).
+Positions are always explicit integers, so one forward can hold tokens of different
+sequences at arbitrary positions: the scoring engine packs a prefix tree into one row,
+the generator decodes rows that are at different lengths.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None  # None: same as n_heads (no grouped-query attention)
+    vocab_size: int = 32000
+    multiple_of: int = 256  # FFN width is rounded up to a multiple of this ...
+    ffn_dim_multiplier: float | None = None  # ... after scaling 8/3 * dim by this
+    hidden_dim: int | None = None  # explicit FFN width; overrides the two rules above
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_seq_len: int = 2048
+    tie_embeddings: bool = False  # output projection shares tok_embeddings' weight
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.hidden_dim is not None:
+            return self.hidden_dim
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    def validate(self) -> "ModelArgs":
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head size {self.head_dim} must be even for rotary embeddings")
+        return self
+
+
+# Meta's published configurations (params.json of each release). LLaMA 1 was trained with a
+# 2,048-token window and norm eps 1e-6; Llama 2 with 4,096 and 1e-5.
+PRESETS: dict[str, ModelArgs] = {
+    "7b": ModelArgs(dim=4096, n_layers=32, n_heads=32),
+    "13b": ModelArgs(dim=5120, n_layers=40, n_heads=40),
+    "33b": ModelArgs(dim=6656, n_layers=60, n_heads=52),
+    "65b": ModelArgs(dim=8192, n_layers=80, n_heads=64),
+    "llama2-7b": ModelArgs(dim=4096, n_layers=32, n_heads=32, norm_eps=1e-5, max_seq_len=4096),
+    "llama2-13b": ModelArgs(dim=5120, n_layers=40, n_heads=40, norm_eps=1e-5, max_seq_len=4096),
+    "llama2-70b": ModelArgs(
+        dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
+        ffn_dim_multiplier=1.3, norm_eps=1e-5, max_seq_len=4096,
+    ),
+    # A random-weight model for tests and the demo: the real vocabulary, a toy body.
+    "tiny": ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32, norm_eps=1e-5),
+}
+
+
+def preset(name: str) -> ModelArgs:
+    """The preset called exactly `name`; an unknown name raises with close matches."""
+    if name in PRESETS:
+        return PRESETS[name]
+    close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown model preset {name!r}.{hint} Presets: {', '.join(PRESETS)}.")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 whatever the weights' dtype, as Meta's reference does.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin for integer `positions` ([T] or [B, T]): [..., T, D/2] in float32."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (2i, 2i+1) of each head. x: [B, T, H, D]; cos/sin: [T, D/2] or [B, T, D/2]."""
+    xf = x.float().unflatten(-1, (-1, 2))  # [B, T, H, D/2, 2]
+    x0, x1 = xf[..., 0], xf[..., 1]
+    cos = cos.unsqueeze(-2)  # broadcast over heads
+    sin = sin.unsqueeze(-2)
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for `batch` rows of `max_len` slots each.
+
+    Allocated once, on one device and dtype, by `Transformer.new_cache`. A forward writes
+    the new tokens' keys/values at the slots it is given and attends over slots [0, kv_len).
+    Which slot a token sits in is the caller's business (the scoring engine keeps a path of
+    a prefix tree there; the generator keeps each row's sequence); rotary positions are
+    applied before writing, so slots and positions are independent.
+    """
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (n_layers, batch, kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k/v ([B, Hkv, T, D]) at `slots`: [T] (same for every row) or [B, T]."""
+        if slots.dim() == 1:
+            self.k[layer].index_copy_(2, slots, k)
+            self.v[layer].index_copy_(2, slots, v)
+        else:
+            index = slots[:, None, :, None].expand_as(k)
+            self.k[layer].scatter_(2, index, k)
+            self.v[layer].scatter_(2, index, v)
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Move the entries at `slots` ([n]) of every row to slots [0, n), in that order."""
+        n = slots.numel()
+        self.k[:, :, :, :n] = self.k.index_select(3, slots)
+        self.v[:, :, :, :n] = self.v.index_select(3, slots)
+
+    def copy_row(self, src: int, dst: torch.Tensor, length: int) -> None:
+        """Copy the first `length` slots of row `src` into the rows listed in `dst`."""
+        self.k[:, dst, :, :length] = self.k[:, src : src + 1, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src : src + 1, :, :length]
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                cache: KVCache | None, layer: int, slots: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, -1, self.head_dim)  # [B, T, H, D]
+        k = self.wk(x).view(B, T, -1, self.head_dim)  # [B, T, Hkv, D]
+        v = self.wv(x).view(B, T, -1, self.head_dim)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|Hkv, T, D]
+        if cache is not None:
+            cache.write(layer, slots, k, v)
+            k, v = cache.k[layer, :, :, :kv_len], cache.v[layer, :, :, :kv_len]  # [B, Hkv, S, D]
+        # Boolean mask, True where attention is allowed; None means plain causal.
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.kv_heads != self.n_heads
+        )  # [B, H, T, D]
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.ffn_dim, bias=False)  # gate
+        self.w2 = nn.Linear(args.ffn_dim, args.dim, bias=False)  # down
+        self.w3 = nn.Linear(args.dim, args.ffn_dim, bias=False)  # up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, rope, mask, cache, layer, slots, kv_len):
+        h = x + self.attention(self.attention_norm(x), rope, mask, cache, layer, slots, kv_len)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args.validate()
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """A KV cache on this model's device and dtype."""
+        w = self.tok_embeddings.weight
+        a = self.args
+        return KVCache(a.n_layers, batch, a.kv_heads, max_len, a.head_dim, w.device, w.dtype)
+
+    def hidden(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
+               mask: torch.Tensor | None = None, cache: KVCache | None = None,
+               slots: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
+        """Last hidden states [B, T, C] (before the final norm).
+
+        tokens: [B, T]. positions: rotary positions, [T] or [B, T]; default 0..T-1.
+        mask: boolean [B or 1, 1, T, K], True where a query may attend to a key; K is T
+        without a cache and kv_len with one. None means causal over the T new tokens.
+        cache/slots/kv_len: write the new keys/values at `slots` of `cache` ([T] or [B, T])
+        and attend over cache slots [0, kv_len) instead of the new tokens alone.
+        """
+        B, T = tokens.shape
+        if positions is None:
+            positions = torch.arange(T, device=tokens.device)
+        if cache is not None:
+            if slots is None or kv_len is None or mask is None:
+                raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
+        rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta)
+        h = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, mask, cache, i, slots, kv_len)
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [..., V] from hidden states [..., C]."""
+        return self.output(self.norm(h)).float()
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        """Logits [B, T, V] (float32) for tokens [B, T]; keyword arguments as in `hidden`."""
+        return self.head(self.hidden(tokens, positions, **kw))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def build(args: ModelArgs, device: torch.device | str = "meta", dtype: torch.dtype = torch.float32) -> Transformer:
+    """The network with uninitialised weights on `device` (meta by default: no memory)."""
+    with torch.device(device):
+        model = Transformer(args)
+    return model.to(dtype)
+
+
+def init_random(model: Transformer, seed: int = 0) -> Transformer:
+    """Fill a materialised model with small random weights (tests, demo, benchmarks)."""
+    gen = torch.Generator().manual_seed(seed)
+    std = 1 / math.sqrt(model.args.dim)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def with_vocab(args: ModelArgs, vocab_size: int) -> ModelArgs:
+    return replace(args, vocab_size=vocab_size)

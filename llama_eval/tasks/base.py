@@ -1,0 +1,202 @@
+"""The two shapes a benchmark takes: multiple choice and generation.
+
+A task turns documents into requests (`requests`) and the engine's results back into
+per-document scores (`score`). It never touches the model or the engine. Each benchmark
+subclasses one of the two shapes below and fills in a few hooks; see `piqa.py` for a
+complete example and the README's "Adding a task" guide.
+
+Documents are plain dicts with at least an "id" (str, stable across runs and data sources).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from ..metrics import mean_stderr
+from ..requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-wide knobs a task may read (all defaults live in evaluator.RunConfig)."""
+
+    seed: int = 1234
+    samples: int | None = None  # generation: samples per problem (None: the task's default)
+    temperature: float | None = None  # generation: override the task's sampling temperature
+    options: tuple[tuple[str, str], ...] = ()  # task-specific named options, "name=value"
+    allow_code_execution: bool = False  # run model-written code (execution.py) to grade it
+
+    def option(self, name: str, default: str) -> str:
+        return dict(self.options).get(name, default)
+
+
+@dataclass
+class DocScore:
+    """One document's outcome: the row of samples_<task>.csv."""
+
+    doc_id: str
+    prediction: str
+    gold: str
+    metrics: dict[str, float]  # per-document metric values, e.g. {"acc": 1.0, "acc_raw": 0.0}
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. per-choice log-probs
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    metric: str
+    value: float  # in percent, like the paper
+    stderr: float  # in percent
+    n: int
+    group: str = ""  # sub-aggregate label (an MMLU category or subject); "" for the task itself
+
+
+class Task:
+    """Common attributes; subclass MultipleChoiceTask or GenerationTask, not this."""
+
+    name: ClassVar[str]  # registry name, e.g. "piqa"
+    paper_name: ClassVar[str]  # task name in the paper's CSVs, e.g. "PIQA"
+    paper_table: ClassVar[int | None] = None
+    paper_shots: ClassVar[tuple[int, ...]] = (0,)  # shot counts the paper reports; first = default
+    headline_metric: ClassVar[str] = "acc"  # the metric the paper prints
+    hf_dataset: ClassVar[tuple[str, str | None, str]] = ("", None, "")  # (path, config, split)
+    few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
+
+    # -- data -------------------------------------------------------------------------
+    def load(self, data_dir: Path | None) -> list[Doc]:
+        """Evaluation documents, from the release files under data_dir or from the hub."""
+        raise NotImplementedError
+
+    def load_shots(self, data_dir: Path | None) -> list[Doc]:
+        """The pool few-shot examples are drawn from (empty for zero-shot-only tasks)."""
+        return []
+
+    # -- requests and scores ------------------------------------------------------------
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
+        raise NotImplementedError
+
+    def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:
+        raise NotImplementedError
+
+    def aggregate(self, scores: Sequence[DocScore]) -> list[MetricValue]:
+        """Mean and standard error of every per-document metric, in percent."""
+        names = list(scores[0].metrics) if scores else []
+        out = []
+        for name in names:
+            mean, se = mean_stderr([s.metrics[name] for s in scores])
+            out.append(MetricValue(name, 100 * mean, 100 * se, len(scores)))
+        return out
+
+    # -- few-shot selection -------------------------------------------------------------
+    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
+        """k examples for `doc`, drawn from its own random stream.
+
+        The stream is seeded by (task, seed, document id), so a document's shots do not
+        depend on which other documents are in the run, their order, the batch size or
+        the number of processes. The document itself is never its own shot.
+        """
+        if k == 0:
+            return []
+        candidates = [d for d in pool if d["id"] != doc["id"]]
+        if len(candidates) < k:
+            raise ValueError(f"{self.name}: {k} shots asked for but the pool holds {len(candidates)}")
+        rng = random.Random(f"{self.name}:{settings.seed}:{doc['id']}")
+        return rng.sample(candidates, k)
+
+
+class MultipleChoiceTask(Task):
+    """Score every choice as a continuation of the context; pick the best.
+
+    Hooks: `context(doc, shots)`, `choices(doc)` (the continuation strings, each usually
+    starting with a space), `gold(doc)` (index of the right choice).
+
+    Scoring rules (`scoring`, ../shared/reference/PROTOCOL.md §3):
+      "chars"      log-likelihood / characters of the choice, leading space not counted
+                   (the paper's default, after Gao et al. 2021)
+      "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA)
+      "raw"        log-likelihood as is
+    The per-document metrics are `acc` (the task's rule, the paper's number), `acc_raw`
+    (unnormalised), `acc_chars` (length-normalised), and `acc_calibrated` where computed.
+    """
+
+    scoring: ClassVar[str] = "chars"
+    calibration_context: ClassVar[str] = "Answer:"
+
+    def context(self, doc: Doc, shots: list[Doc]) -> str:
+        raise NotImplementedError
+
+    def choices(self, doc: Doc) -> list[str]:
+        raise NotImplementedError
+
+    def gold(self, doc: Doc) -> int:
+        raise NotImplementedError
+
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
+        ctx = self.context(doc, shots)
+        reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
+        if self.scoring == "calibrated":
+            reqs += [LoglikelihoodRequest(self.calibration_context, c) for c in self.choices(doc)]
+        return reqs
+
+    def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:
+        choices = self.choices(doc)
+        n = len(choices)
+        ll = [r.logprob for r in results[:n]]  # type: ignore[union-attr]
+        by_chars = [x / max(len(c.lstrip()), 1) for x, c in zip(ll, choices)]
+        ranked = {"raw": ll, "chars": by_chars}
+        extra: dict[str, Any] = {"logprobs": [round(x, 6) for x in ll]}
+        if self.scoring == "calibrated":
+            uncond = [r.logprob for r in results[n : 2 * n]]  # type: ignore[union-attr]
+            ranked["calibrated"] = [a - b for a, b in zip(ll, uncond)]
+            extra["calibration_logprobs"] = [round(x, 6) for x in uncond]
+        gold = self.gold(doc)
+        pred = argmax(ranked[self.scoring])
+        metrics = {"acc": float(pred == gold)}
+        metrics.update({f"acc_{rule}": float(argmax(r) == gold) for rule, r in ranked.items()})
+        return DocScore(str(doc["id"]), str(pred), str(gold), metrics, extra)
+
+
+class GenerationTask(Task):
+    """Generate from a prompt and grade the completions.
+
+    Hooks: `prompt(doc, shots)`, `generation(doc, settings)` (the GenerationRequest fields
+    other than the prompt), `grade(doc, completions, settings)` -> DocScore.
+    """
+
+    until: ClassVar[tuple[str, ...]] = ("\n",)
+    max_new_tokens: ClassVar[int] = 128
+
+    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        raise NotImplementedError
+
+    def sampling(self, settings: Settings) -> list[dict[str, Any]]:
+        """One dict of GenerationRequest fields per decoding regime (default: greedy)."""
+        return [dict(temperature=0.0, n=1)]
+
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
+        prompt = self.prompt(doc, shots)
+        return [
+            GenerationRequest(prompt, self.until, self.max_new_tokens, seed=settings.seed, **kw)
+            for kw in self.sampling(settings)
+        ]
+
+    def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:
+        return self.grade(doc, [r.completions for r in results], settings)  # type: ignore[union-attr]
+
+    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
+        """completions[i] are the samples of the i-th regime returned by `sampling`."""
+        raise NotImplementedError
+
+
+def argmax(xs: Sequence[float]) -> int:
+    """Index of the largest value; the first one on ties; NaN never wins."""
+    best, best_i = -math.inf, 0
+    for i, x in enumerate(xs):
+        if x > best:
+            best, best_i = x, i
+    return best_i
