@@ -25,3 +25,42 @@ def llama_tokenizer_path(shared_data: Path) -> Path:
     if not path.is_file():
         pytest.skip("the LLaMA tokenizer is absent from ../shared/data")
     return path
+
+
+TINY_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: What is the capital of France? Answer: Paris",
+    "The following are multiple choice questions (with answers).",
+    "A. one B. two C. three D. four",
+    "Once upon a time there was a little girl named Lily. She liked to play in the park.",
+    "def add(a, b):\n    return a + b",
+    "Q: Who wrote the book the origin of species?\nA: Charles Darwin",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_path(tmp_path_factory) -> Path:
+    """A 400-piece SentencePiece BPE model trained here on a few sentences (byte fallback on,
+    so any text encodes): for tests that need a tokenizer but not the real one."""
+    import sentencepiece as spm
+
+    path = tmp_path_factory.mktemp("tok") / "tiny.model"
+    with open(path, "wb") as f:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(TINY_CORPUS * 20), model_writer=f, vocab_size=400, model_type="bpe",
+            byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_tokenizer(tiny_tokenizer_path):
+    """A random-weight 2-layer grouped-query LLaMA over the tiny tokenizer, float32 on CPU."""
+    from dataclasses import replace
+
+    from llama_eval.model.llama import PRESETS, build, init_random
+    from llama_eval.model.tokenizer import Tokenizer
+
+    tok = Tokenizer(tiny_tokenizer_path)
+    args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=256)
+    return init_random(build(args, "cpu"), seed=1), tok

@@ -66,6 +66,7 @@ class Task:
     headline_metric: ClassVar[str] = "acc"  # the metric the paper prints
     hf_dataset: ClassVar[tuple[str, str | None, str]] = ("", None, "")  # (path, config, split)
     few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
+    needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
 
     # -- data -------------------------------------------------------------------------
     def load(self, data_dir: Path | None) -> list[Doc]:

@@ -1,0 +1,223 @@
+"""Batched log-likelihood scoring over a prefix tree: every shared prefix runs once.
+
+The benchmarks of the LLaMA paper repeat themselves: the choices of a question share its
+context, the questions of a task share a few-shot header (MMLU's five dev examples per
+subject), and single-token choices (MMLU's letters) differ only in the token being scored.
+So all requests are merged into one token trie and each trie node runs through the model
+once, wherever it sits in how many requests.
+
+How the trie is run:
+- Sorting the token sequences lexicographically and creating the nodes each sequence does
+  not share with its predecessor numbers the nodes in preorder. In preorder the subtree of
+  node j is the contiguous range [j, end[j]), so "key j is an ancestor of query i" is the
+  vectorisable test  j <= i < end[j]  -- that is the whole attention mask.
+- Only nodes with children are run: a leaf is a scored token whose log-probability comes
+  from its parent's logits. MMLU's four letters therefore cost no forward at all.
+- Consecutive preorder nodes are packed into one row of at most `batch_tokens` tokens:
+  no padding anywhere, so no length sorting is needed either. Rotary positions are node
+  depths, so tokens of many sequences share one row.
+- A chunk's out-of-chunk ancestors all lie on the root path of its first node (a preorder
+  property), so the KV cache only ever holds one root path (at most the window) plus the
+  chunk. After a chunk the path to its last node is kept and the rest dropped.
+- Logits are computed only at the parents of scored tokens, a few hundred rows at a time,
+  so memory does not grow with vocabulary x context length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..requests import LoglikelihoodRequest, LoglikelihoodResult
+
+LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
+
+
+@dataclass
+class ScoringStats:
+    requests: int = 0
+    tokens_naive: int = 0  # tokens a one-row-per-request scorer would run (no padding counted)
+    tokens_run: int = 0  # tokens actually run through the model
+    truncated: int = 0  # requests cut from the left to fit the window
+    forwards: int = 0
+
+
+@dataclass
+class _Trie:
+    """Nodes in preorder: token, parent (-1 for roots), depth, end of subtree."""
+
+    token: np.ndarray
+    parent: np.ndarray
+    depth: np.ndarray
+    end: np.ndarray
+    has_child: np.ndarray
+
+
+def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, list[int]]:
+    """A trie over `seqs`; returns it and, per sequence, the node of its last token.
+
+    With share=False every sequence gets its own nodes (the engine without prefix sharing,
+    used to check that sharing changes nothing).
+    """
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i]) if share else list(range(len(seqs)))
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    last_node = [0] * len(seqs)
+    path: list[int] = []  # node ids along the previous sequence
+    prev = np.zeros(0, dtype=np.int64)
+    for i in order:
+        cur = np.asarray(seqs[i], dtype=np.int64)
+        common = 0
+        if share:
+            n = min(len(prev), len(cur))
+            diff = np.flatnonzero(prev[:n] != cur[:n])
+            common = int(diff[0]) if len(diff) else n
+        del path[common:]
+        for d in range(common, len(cur)):
+            parents.append(path[-1] if path else -1)
+            path.append(len(tokens))
+            tokens.append(int(cur[d]))
+            depths.append(d)
+        last_node[i] = path[-1]
+        prev = cur
+    parent = np.asarray(parents, dtype=np.int64)
+    end = np.arange(1, len(tokens) + 1, dtype=np.int64)
+    # Children come after their parent in preorder, so one backward sweep settles `end`.
+    for v in range(len(tokens) - 1, -1, -1):
+        p = parents[v]
+        if p >= 0 and end[v] > end[p]:
+            end[p] = end[v]
+    has_child = np.zeros(len(tokens), dtype=bool)
+    has_child[parent[parent >= 0]] = True
+    trie = _Trie(np.asarray(tokens, dtype=np.int64), parent, np.asarray(depths, dtype=np.int64), end, has_child)
+    return trie, last_node
+
+
+class Scorer:
+    """Answers LoglikelihoodRequests with one pass over their prefix trie."""
+
+    def __init__(self, model, tokenizer, batch_tokens: int = 4096, share_prefixes: bool = True,
+                 max_len: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_tokens = batch_tokens
+        self.share_prefixes = share_prefixes
+        self.window = max_len or model.args.max_seq_len
+        self.stats = ScoringStats()
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        out: list[LoglikelihoodResult | None] = [None] * len(requests)
+        for i, r in self.iter_loglikelihood(requests):
+            out[i] = r
+        return out  # type: ignore[return-value]
+
+    def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
+        """Yield (request index, result) as each request's last scored token is computed."""
+        seqs, n_cont, truncated = [], [], []
+        for req in requests:
+            ctx, cont = self.tokenizer.encode_pair(req.context, req.continuation)
+            full = ctx + cont
+            cut = len(full) - 1 > self.window
+            if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
+                full = full[-(self.window + 1):]
+            seqs.append(full)
+            n_cont.append(min(len(cont), len(full) - 1))
+            truncated.append(cut)
+            self.stats.tokens_naive += (len(full) - 1) if cont else 0
+        self.stats.requests += len(requests)
+        self.stats.truncated += sum(truncated)
+
+        def result(i: int, logprob: float, greedy: bool) -> LoglikelihoodResult:
+            return LoglikelihoodResult(logprob, greedy, n_cont[i], truncated[i])
+
+        for i in range(len(requests)):
+            if n_cont[i] == 0:  # an empty continuation has probability one
+                yield i, result(i, 0.0, True)
+        live = [i for i in range(len(requests)) if n_cont[i] > 0]
+        if not live:
+            return
+        trie, last = build_trie([seqs[i] for i in live], self.share_prefixes)
+
+        # Scored targets: the last n_cont nodes of each request's path, read at their parent.
+        target_node, target_req = [], []
+        for j, i in enumerate(live):
+            v = last[j]
+            for _ in range(n_cont[i]):
+                target_node.append(v)
+                target_req.append(i)
+                v = int(trie.parent[v])
+        tnode = np.asarray(target_node, dtype=np.int64)
+        treq = np.asarray(target_req, dtype=np.int64)
+        tparent = trie.parent[tnode]
+        by_parent = np.argsort(tparent, kind="stable")
+        tnode, treq, tparent = tnode[by_parent], treq[by_parent], tparent[by_parent]
+
+        remaining = dict(zip(*np.unique(treq, return_counts=True)))
+        logprob = dict.fromkeys(live, 0.0)
+        greedy = dict.fromkeys(live, True)
+        for lp, gr, reqs in self._run(trie, tnode, tparent, treq):
+            for x, g, i in zip(lp.tolist(), gr.tolist(), reqs.tolist()):
+                logprob[i] += x
+                greedy[i] = greedy[i] and g
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    yield i, result(i, logprob[i], greedy[i])
+
+    @torch.inference_mode()
+    def _run(self, trie: _Trie, tnode: np.ndarray, tparent: np.ndarray, treq: np.ndarray):
+        """Run the trie's inner nodes chunk by chunk; yield (logprobs, is_greedy, request) per chunk."""
+        model = self.model
+        device = model.tok_embeddings.weight.device
+        run_nodes = np.flatnonzero(trie.has_child)  # preorder
+        cache = model.new_cache(1, self.window + self.batch_tokens)
+        stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
+        t_lo = 0  # targets are sorted by parent, and parents come in preorder
+        for c0 in range(0, len(run_nodes), self.batch_tokens):
+            chunk = run_nodes[c0 : c0 + self.batch_tokens]
+            # Keep only the stack entries that are ancestors of the chunk's first node.
+            first = chunk[0]
+            anc = (stack <= first) & (first < trie.end[stack])
+            if not anc.all():
+                cache.keep(torch.as_tensor(np.flatnonzero(anc), device=device))
+                stack = stack[anc]
+            keys = np.concatenate([stack, chunk])
+            mask = (keys[None, :] <= chunk[:, None]) & (chunk[:, None] < trie.end[keys][None, :])
+            n_stack, n = len(stack), len(chunk)
+            h = model.hidden(
+                torch.as_tensor(trie.token[chunk], device=device)[None],
+                torch.as_tensor(trie.depth[chunk], device=device),
+                mask=torch.as_tensor(mask, device=device)[None, None],
+                cache=cache,
+                slots=torch.arange(n_stack, n_stack + n, device=device),
+                kv_len=n_stack + n,
+            )[0]  # [N, C]
+            self.stats.tokens_run += n
+            self.stats.forwards += 1
+            stack = keys
+
+            t_hi = t_lo + int(np.searchsorted(tparent[t_lo:], chunk[-1], side="right"))
+            if t_hi > t_lo:
+                rows = np.searchsorted(chunk, tparent[t_lo:t_hi])  # chunk row of each target's parent
+                yield (*self._gather(h, rows, trie.token[tnode[t_lo:t_hi]]), treq[t_lo:t_hi])
+            t_lo = t_hi
+
+    def _gather(self, h: torch.Tensor, rows: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log-prob of tokens[k] and whether it is the argmax, under the logits at h[rows[k]].
+
+        `rows` is sorted, so each block of LOGIT_ROWS distinct rows is a contiguous run of targets.
+        """
+        uniq, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        first = np.append(first, len(rows))
+        lps, hits = [], []
+        for s in range(0, len(uniq), LOGIT_ROWS):
+            e = min(s + LOGIT_ROWS, len(uniq))
+            logits = self.model.head(h[torch.as_tensor(uniq[s:e], device=h.device)])  # [P, V] float32
+            r = torch.as_tensor(inverse[first[s] : first[e]] - s, device=h.device)
+            t = torch.as_tensor(tokens[first[s] : first[e]], device=h.device)
+            lps.append(logits[r, t] - torch.logsumexp(logits, dim=-1)[r])
+            hits.append(logits.argmax(dim=-1)[r] == t)
+        return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()

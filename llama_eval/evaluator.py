@@ -1,0 +1,243 @@
+"""tasks -> requests -> engine -> per-document scores -> metrics -> result files.
+
+`evaluate(RunConfig)` is the one function behind `llama-eval run`. It builds the requests of
+every requested task first, answers what the cache does not already hold in one engine pass
+(log-likelihood requests of all tasks together, so prefixes shared across tasks are shared
+too; then generation), and only then scores documents and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from . import __version__, reporting, tasks as registry
+from .errors import UserError
+from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
+from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every default of a run, written once; the CLI's flags mirror these fields."""
+
+    model: str
+    tasks: tuple[str, ...]
+    shots: tuple[int, ...] | None = None  # None: each task's paper shot counts
+    limit: int | None = None  # first N documents of each task (for quick checks)
+    seed: int = 1234  # few-shot selection and sampling
+    data_dir: str | None = None  # release files; None: the Hugging Face hub
+    output: str | None = None  # run folder; None: runs/<model label>
+    batch_tokens: int = 4096  # tokens per scoring forward
+    max_batch: int = 32  # rows decoded together in generation
+    device: str | None = None  # None: cuda if available, else cpu
+    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    tokenizer: str | None = None  # SentencePiece model, when not beside the weights
+    share_prefixes: bool = True
+    samples: int | None = None  # generation samples per problem; None: task default
+    temperature: float | None = None  # override a generation task's sampling temperature
+    options: tuple[str, ...] = ()  # task options "name=value" (see `llama-eval tasks`)
+    allow_code_execution: bool = False
+    include: tuple[str, ...] = ()  # extra task files
+    cache: str | None = None  # request cache file; None: <output>/cache.sqlite
+    use_cache: bool = True
+    paper_model: str | None = None  # paper row to compare with; None: from the preset name
+    progress: bool = True
+
+
+# Preset name -> the model's name in the paper's tables.
+PAPER_MODELS = {"7b": "LLaMA-7B", "13b": "LLaMA-13B", "33b": "LLaMA-33B", "65b": "LLaMA-65B"}
+
+
+@dataclass
+class TaskRun:
+    """One (task, shot count): its documents and each document's requests."""
+
+    task: Task
+    shots: int
+    docs: list[Doc]
+    requests: list[list[Request]]
+    scores: list[DocScore] = field(default_factory=list)
+    metrics: list[MetricValue] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    runs: list[TaskRun]
+    summary: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
+def settings_of(config: RunConfig) -> Settings:
+    options = []
+    for item in config.options:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--option {item!r} is not of the form name=value (e.g. --option nq_separator=blank)")
+        options.append((name.strip(), value.strip()))
+    return Settings(config.seed, config.samples, config.temperature, tuple(options), config.allow_code_execution)
+
+
+def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
+    """Load every task's documents and build its requests; nothing runs the model yet."""
+    for path in config.include:
+        registry.include(path)
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    if data_dir is not None and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
+    runs = []
+    for name in config.tasks:
+        task = registry.get_task(name)
+        if getattr(task, "needs_code_execution", False) and not config.allow_code_execution:
+            raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
+                            "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
+        docs = task.load(data_dir)
+        if config.limit is not None:
+            docs = docs[: config.limit]
+        pool: list[Doc] | None = None
+        for k in config.shots if config.shots is not None else task.paper_shots:
+            if k and pool is None:
+                pool = task.load_shots(data_dir)
+            reqs = [task.requests(doc, task.select_shots(doc, pool or [], k, settings), settings) for doc in docs]
+            runs.append(TaskRun(task, k, docs, reqs))
+    return runs
+
+
+def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: bool = True) -> dict[Request, Result]:
+    """Results for the distinct `requests`: from the cache where present, else from the engine."""
+    unique = list(dict.fromkeys(requests))
+    done: dict[Request, Result] = cache.get_many(unique) if cache is not None else {}
+    todo_ll = [r for r in unique if isinstance(r, LoglikelihoodRequest) and r not in done]
+    todo_gen = [r for r in unique if isinstance(r, GenerationRequest) and r not in done]
+    for phase, todo, run in (("scoring", todo_ll, engine.iter_loglikelihood),
+                             ("generating", todo_gen, engine.iter_generate)):
+        if not todo:
+            continue
+        for i, res in _progress(run(todo), len(todo), phase, engine, progress):
+            done[todo[i]] = res
+            if cache is not None:
+                cache.put(todo[i], res)
+        if cache is not None:
+            cache.flush()
+    return done
+
+
+def _progress(results: Iterator, total: int, phase: str, engine: "Engine", enabled: bool) -> Iterator:
+    from tqdm import tqdm
+
+    start = time.monotonic()
+    with tqdm(total=total, desc=phase, unit="req", disable=not enabled, dynamic_ncols=True) as bar:
+        for n, item in enumerate(results, 1):
+            bar.update()
+            if n % 64 == 0 or n == total:
+                bar.set_postfix_str(f"{engine.tokens() / max(time.monotonic() - start, 1e-9):.0f} tok/s")
+            yield item
+
+
+class Engine:
+    """The scorer and the generator over one loaded model."""
+
+    def __init__(self, model, tokenizer, config: RunConfig):
+        from .engine.generation import Generator
+        from .engine.scoring import Scorer
+
+        self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes)
+        self.generator = Generator(model, tokenizer, max_batch=config.max_batch)
+
+    def iter_loglikelihood(self, requests):
+        return self.scorer.iter_loglikelihood(requests)
+
+    def iter_generate(self, requests):
+        return self.generator.iter_generate(requests)
+
+    def tokens(self) -> int:
+        """Tokens run through the model so far (scoring + generation), for throughput."""
+        g = self.generator.stats
+        return self.scorer.stats.tokens_run + g.prompt_tokens + g.generated_tokens
+
+    def stats(self) -> dict[str, Any]:
+        return {"scoring": dataclasses.asdict(self.scorer.stats), "generation": dataclasses.asdict(self.generator.stats)}
+
+
+def score(runs: list[TaskRun], results: dict[Request, Result], settings: Settings) -> None:
+    for run in runs:
+        run.scores = [run.task.score(doc, [results[r] for r in reqs], settings) for doc, reqs in zip(run.docs, run.requests)]
+        run.metrics = run.task.aggregate(run.scores)
+
+
+def model_label(spec: str) -> str:
+    return spec if "/" not in spec and not spec.endswith(".bin") else Path(spec.rstrip("/")).name or "model"
+
+
+def config_hash(config: RunConfig, fingerprint: str) -> str:
+    """Hash of everything that decides the numbers (not output paths or progress bars)."""
+    relevant = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in {"output", "cache", "use_cache", "progress", "batch_tokens", "max_batch", "model"}}
+    relevant["fingerprint"] = fingerprint
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def docs_fingerprint(docs: list[Doc]) -> str:
+    return hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
+    """Run `config` end to end and write the run folder; see the module docstring."""
+    from .model.checkpoint import load_checkpoint
+
+    settings = settings_of(config)
+    runs = plan(config, settings)
+    loaded = (load or load_checkpoint)(config.model, device=config.device, dtype=config.dtype, tokenizer=config.tokenizer)
+    run_dir = Path(config.output or Path("runs") / model_label(config.model))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = loaded.info
+    cache = None
+    if config.use_cache:
+        from .cache import ResultCache
+
+        cache = ResultCache(config.cache or run_dir / "cache.sqlite", f"{info.fingerprint}:{info.dtype}")
+    engine = Engine(loaded.model, loaded.tokenizer, config)
+    started = time.monotonic()
+    try:
+        results = answer([r for run in runs for reqs in run.requests for r in reqs], engine, cache, config.progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    score(runs, results, settings)
+    seconds = time.monotonic() - started
+
+    chash = config_hash(config, info.fingerprint)
+    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    run_id = f"{model_label(config.model)}-{chash}"
+    paper_model = config.paper_model or PAPER_MODELS.get(config.model)
+    summary = []
+    for run in runs:
+        reporting.write_samples(run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
+        summary += reporting.summary_rows(
+            model=model_label(config.model), paper_model=paper_model, task=run.task, shots=run.shots,
+            metrics=run.metrics, run_id=run_id, config_hash=chash, version=__version__, date=date,
+        )
+    reporting.write_summary(run_dir, summary)
+    stats = {"seconds": round(seconds, 2), **engine.stats(),
+             "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None}
+    meta = {
+        "run_id": run_id, "version": __version__, "date": date, "config_hash": chash,
+        "config": dataclasses.asdict(config),
+        "model": {**_jsonable(dataclasses.asdict(info)), "label": model_label(config.model), "paper_model": paper_model},
+        "datasets": {f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
+                                                   "source": getattr(r.task, "source_description", "")} for r in runs},
+        "stats": stats,
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return RunOutcome(run_dir, runs, summary, stats)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=str))

@@ -1,0 +1,146 @@
+"""The prefix-tree scorer against the plainest possible reference: one full forward per request."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from llama_eval.engine.scoring import Scorer, build_trie
+from llama_eval.requests import LoglikelihoodRequest as R
+
+
+def reference(model, tok, req: R) -> tuple[float, bool]:
+    """Sum of log-probs of the continuation and greedy flag, from one unbatched full forward."""
+    ctx, cont = tok.encode_pair(req.context, req.continuation)
+    full = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(full)[0], dim=-1)
+    total, greedy = 0.0, True
+    for j in range(len(ctx), len(ctx) + len(cont)):
+        total += logp[j - 1, full[0, j]].item()
+        greedy = greedy and int(logp[j - 1].argmax()) == int(full[0, j])
+    return total, greedy
+
+
+def mmlu_like(n_questions: int = 6) -> list[R]:
+    header = "The following are multiple choice questions (with answers).\n\n" + "".join(
+        f"Question {i}: what is {i}+{i}?\nA. one\nB. two\nC. three\nD. four\nAnswer: B\n\n" for i in range(3))
+    reqs = []
+    for q in range(n_questions):
+        ctx = header + f"Question: the quick brown fox number {q}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+        reqs += [R(ctx, f" {letter}") for letter in "ABCD"]
+    return reqs
+
+
+def hellaswag_like() -> list[R]:
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over lazy dog once upon a time there was a little girl".split()
+    reqs = []
+    for q in range(4):
+        ctx = " ".join(rng.choice(words) for _ in range(15)).capitalize() + "."
+        reqs += [R(ctx, " " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))) for _ in range(4)]
+    return reqs
+
+
+REQUESTS = mmlu_like() + hellaswag_like() + [R("", "Once upon a time"), R("Paris", ""), R("The dog ", "jumps")]
+
+
+@pytest.mark.parametrize("batch_tokens", [1, 5, 64, 4096])
+@pytest.mark.parametrize("share", [True, False])
+def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, batch_tokens, share):
+    model, tok = tiny_model_and_tokenizer
+    scorer = Scorer(model, tok, batch_tokens=batch_tokens, share_prefixes=share)
+    results = scorer.loglikelihood(REQUESTS)
+    for req, res in zip(REQUESTS, results):
+        if not req.continuation:
+            assert (res.logprob, res.is_greedy, res.n_tokens) == (0.0, True, 0)
+            continue
+        lp, greedy = reference(model, tok, req)
+        assert res.logprob == pytest.approx(lp, abs=1e-4)
+        assert res.is_greedy == greedy
+        assert res.n_tokens == len(tok.encode_pair(req.context, req.continuation)[1])
+
+
+def test_order_and_budget_do_not_change_results(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    base = Scorer(model, tok, batch_tokens=4096).loglikelihood(REQUESTS)
+    perm = list(range(len(REQUESTS)))
+    random.Random(1).shuffle(perm)
+    shuffled = Scorer(model, tok, batch_tokens=37).loglikelihood([REQUESTS[i] for i in perm])
+    for j, i in enumerate(perm):
+        assert shuffled[j].logprob == pytest.approx(base[i].logprob, abs=1e-4)
+        assert shuffled[j].is_greedy == base[i].is_greedy
+
+
+def test_prefix_sharing_runs_fewer_tokens(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    reqs = mmlu_like(8)
+    shared = Scorer(model, tok, share_prefixes=True)
+    shared.loglikelihood(reqs)
+    unshared = Scorer(model, tok, share_prefixes=False)
+    unshared.loglikelihood(reqs)
+    assert unshared.stats.tokens_run == unshared.stats.tokens_naive
+    # Header once, each question once, letters never: far below a quarter of the naive count.
+    assert shared.stats.tokens_run < unshared.stats.tokens_run / 4
+    header_and_questions = len(tok.encode_pair(reqs[0].context, " A")[0])
+    assert shared.stats.tokens_run < header_and_questions * 8
+
+
+def test_streaming_yields_every_request_once(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    seen = [i for i, _ in Scorer(model, tok, batch_tokens=16).iter_loglikelihood(REQUESTS)]
+    assert sorted(seen) == list(range(len(REQUESTS)))
+
+
+def test_left_truncation_keeps_the_window(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    window = 24
+    long_ctx = "The quick brown fox jumps over the lazy dog. " * 10
+    req = R(long_ctx, " Paris")
+    scorer = Scorer(model, tok, max_len=window)
+    (res,) = scorer.loglikelihood([req])
+    assert res.truncated and scorer.stats.truncated == 1
+    ctx, cont = tok.encode_pair(req.context, req.continuation)
+    kept = (ctx + cont)[-(window + 1):]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([kept[:-1]]))[0], dim=-1)
+    expected = sum(logp[j - 1, kept[j]].item() for j in range(len(kept) - len(cont), len(kept)))
+    assert res.logprob == pytest.approx(expected, abs=1e-4)
+    (short,) = scorer.loglikelihood([R("The dog", " jumps")])
+    assert not short.truncated and scorer.stats.truncated == 1
+
+
+class CharTokenizer:
+    """One token per character (id = code point): any id sequence is exactly some text."""
+
+    bos_id = 1
+
+    def encode_pair(self, context: str, continuation: str):
+        return [self.bos_id] + [ord(c) for c in context], [ord(c) for c in continuation]
+
+
+def test_is_greedy_exactly_when_every_token_is_the_argmax(tiny_model_and_tokenizer):
+    model, _ = tiny_model_and_tokenizer
+    tok = CharTokenizer()
+    ctx = "Once upon a time"
+    ids = [tok.bos_id] + [ord(c) for c in ctx]
+    with torch.no_grad():
+        for _ in range(4):  # greedy continuation of 4 tokens
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    greedy_text = "".join(chr(i) for i in ids[-4:])
+    other = greedy_text[:2] + chr((ord(greedy_text[2]) + 1) % model.args.vocab_size) + greedy_text[3]
+    scorer = Scorer(model, tok)
+    best, changed = scorer.loglikelihood([R(ctx, greedy_text), R(ctx, other)])
+    assert best.is_greedy and not changed.is_greedy
+    assert best.logprob > changed.logprob
+
+
+def test_trie_preorder_ranges():
+    trie, last = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3]])
+    assert trie.token.tolist() == [1, 2, 3, 4, 5]
+    assert trie.parent.tolist() == [-1, 0, 1, 1, 0]
+    assert trie.end.tolist() == [5, 4, 3, 4, 5]
+    assert last == [2, 3, 4, 2]
+    assert trie.has_child.tolist() == [True, True, False, False, False]
