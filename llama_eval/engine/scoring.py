@@ -101,8 +101,12 @@ class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
     def __init__(self, model, tokenizer, batch_tokens: int = 4096, share_prefixes: bool = True,
-                 max_len: int | None = None):
+                 max_len: int | None = None, token_logprobs=None):
+        """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
+        computes the scored tokens' log-probs from hidden rows; the default materialises the
+        logits of P rows; a vocabulary-parallel model passes one that never gathers them."""
         self.model = model
+        self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
         self.batch_tokens = batch_tokens
         self.share_prefixes = share_prefixes
@@ -215,9 +219,17 @@ class Scorer:
         lps, hits = [], []
         for s in range(0, len(uniq), LOGIT_ROWS):
             e = min(s + LOGIT_ROWS, len(uniq))
-            logits = self.model.head(h[torch.as_tensor(uniq[s:e], device=h.device)])  # [P, V] float32
-            r = torch.as_tensor(inverse[first[s] : first[e]] - s, device=h.device)
-            t = torch.as_tensor(tokens[first[s] : first[e]], device=h.device)
-            lps.append(logits[r, t] - torch.logsumexp(logits, dim=-1)[r])
-            hits.append(logits.argmax(dim=-1)[r] == t)
+            lp, hit = self.token_logprobs(
+                self.model, h[torch.as_tensor(uniq[s:e], device=h.device)],
+                torch.as_tensor(inverse[first[s] : first[e]] - s, device=h.device),
+                torch.as_tensor(tokens[first[s] : first[e]], device=h.device),
+            )
+            lps.append(lp)
+            hits.append(hit)
         return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()
+
+
+def full_vocab_logprobs(model, h: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor):
+    """Log-softmax of the logits at h[rows[k]] read at tokens[k], and whether tokens[k] is the argmax."""
+    logits = model.head(h)  # [P, V] float32
+    return logits[rows, tokens] - torch.logsumexp(logits, dim=-1)[rows], logits.argmax(dim=-1)[rows] == tokens
