@@ -1,0 +1,337 @@
+"""Checkpoint loading: Meta's shards, llama2.c exports, random models, spec resolution, bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from llama_eval.errors import UserError
+from llama_eval.model.checkpoint import (
+    MODELS_ENV, TOKENIZER_ENV, describe, load_checkpoint, load_model, resolve_spec,
+)
+from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random, rotary_tables
+
+# 320 SentencePiece pieces, made by tests/fixtures/model/make_tiny_tokenizer.py.
+TINY_TOKENIZER = Path(__file__).parent / "fixtures" / "model" / "tiny.model"
+VOCAB = 320
+ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, multiple_of=32, norm_eps=1e-5)
+TOKENS = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))
+
+
+def random_model(args: ModelArgs = ARGS, seed: int = 0):
+    return init_random(build(args, "cpu"), seed=seed).eval()
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(TOKENS)
+
+
+# ---------------------------------------------------------------------------- Meta's layout
+
+# How Meta's model-parallel code (fairscale) splits each weight across shards: column-parallel
+# layers split their output rows, row-parallel layers their input columns, LLaMA 1/2's
+# ParallelEmbedding the embedding width; the RMSNorm weights are copied into every shard.
+COLUMN_PARALLEL = {"wq", "wk", "wv", "w1", "w3", "output"}
+ROW_PARALLEL = {"wo", "w2", "tok_embeddings"}
+
+
+def split_like_meta(state: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
+    for name, tensor in state.items():
+        module = name.split(".")[-2]
+        if module in COLUMN_PARALLEL:
+            parts = tensor.chunk(n, dim=0)
+        elif module in ROW_PARALLEL:
+            parts = tensor.chunk(n, dim=1)
+        else:
+            parts = [tensor] * n
+        for shard, part in zip(shards, parts):
+            shard[name] = part.clone()  # clone: save the slice, not the whole storage
+    for shard in shards:
+        shard["rope.freqs"] = torch.ones(ARGS.head_dim // 2)  # LLaMA 1 files carry this key
+    return shards
+
+
+def params_json(args: ModelArgs = ARGS, **changes) -> dict:
+    """params.json as Meta writes it: vocab_size -1 means the tokenizer's."""
+    params = dict(dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
+                  multiple_of=args.multiple_of, norm_eps=args.norm_eps, vocab_size=-1)
+    return {**params, **changes}
+
+
+def write_meta(folder: Path, state: dict[str, torch.Tensor], n_shards: int = 1, **params) -> Path:
+    """A Meta checkpoint in `folder`, with tokenizer.model one folder up as Meta's download has it."""
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params_json(**params)))
+    for i, shard in enumerate(split_like_meta(state, n_shards)):
+        torch.save(shard, folder / f"consolidated.{i:02d}.pth")
+    shutil.copy(TINY_TOKENIZER, folder.parent / "tokenizer.model")
+    return folder
+
+
+def test_meta_one_and_two_shards_give_the_same_logits(tmp_path):
+    source = random_model()
+    one = load_checkpoint(write_meta(tmp_path / "one", source.state_dict()), device="cpu")
+    two = load_checkpoint(write_meta(tmp_path / "two", source.state_dict(), n_shards=2), device="cpu")
+    assert one.info.format == two.info.format == "meta"
+    assert one.info.args == two.info.args == dataclasses.replace(ARGS, max_seq_len=4096)  # norm_eps 1e-5: Llama 2
+    assert torch.equal(logits(one.model), logits(source))
+    assert torch.equal(logits(two.model), logits(source))
+    assert len(two.info.files) == 4  # params.json, two shards, tokenizer.model
+
+
+def test_meta_context_window_is_inferred_and_can_be_overridden(tmp_path):
+    state = random_model().state_dict()
+    llama1 = write_meta(tmp_path / "a" / "7B", state, norm_eps=1e-6)
+    assert load_checkpoint(llama1, device="cpu").info.args.max_seq_len == 2048
+    assert load_checkpoint(llama1, device="cpu", max_seq_len=512).info.args.max_seq_len == 512
+    named = write_meta(tmp_path / "b" / "llama-2-7b", state, norm_eps=1e-6)
+    assert load_checkpoint(named, device="cpu").info.args.max_seq_len == 4096
+
+
+def test_dtype_conversion_and_describe(tmp_path):
+    folder = write_meta(tmp_path / "m", random_model().state_dict())
+    loaded = load_checkpoint(folder, device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    info = describe(loaded)
+    assert info["format"] == "meta" and info["dtype"] == "bfloat16" and info["device"] == "cpu"
+    assert info["parameters"] == count_parameters(random_model()) == loaded.info.n_params
+    assert info["config"]["dim"] == 64 and info["config"]["kv_heads"] == 2
+    assert info["files"] == [str(folder / "params.json"), str(folder / "consolidated.00.pth"),
+                             str(tmp_path / "tokenizer.model")]
+    assert info["fingerprint"] == loaded.info.fingerprint
+    json.dumps(info)  # printable as JSON by `llama-eval info`
+
+
+def test_fingerprint_names_weights_not_places(tmp_path):
+    folder = write_meta(tmp_path / "a" / "m", random_model().state_dict())
+    copy = tmp_path / "b" / "m"
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    other = write_meta(tmp_path / "c" / "m", random_model(seed=1).state_dict())
+    first = load_checkpoint(folder, device="cpu").info.fingerprint
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert load_checkpoint(copy, device="cpu").info.fingerprint == first
+    assert load_checkpoint(other, device="cpu").info.fingerprint != first
+    assert load_checkpoint(folder, device="cpu", max_seq_len=64).info.fingerprint != first
+
+
+# ---------------------------------------------------------------------------- llama2.c exports
+
+LLAMA2C_LAYER_ORDER = ["attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                       "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"]
+
+
+def write_llama2c(file: Path, model, seq_len: int = 32) -> Path:
+    """A version 0 llama2.c export of `model`, in the layout PROVENANCE.md describes."""
+    a, sd = model.args, model.state_dict()
+    vocab = a.vocab_size if a.tie_embeddings else -a.vocab_size  # negative: classifier stored at the end
+    header = struct.pack("<7i", a.dim, a.ffn_dim, a.n_layers, a.n_heads, a.kv_heads, vocab, seq_len)
+    blocks = [sd["tok_embeddings.weight"]]
+    for key in LLAMA2C_LAYER_ORDER:
+        blocks += [sd[f"layers.{i}.{key}.weight"] for i in range(a.n_layers)]
+    blocks.append(sd["norm.weight"])
+    blocks += rotary_tables(torch.arange(seq_len), a.head_dim, a.rope_theta)  # legacy cos, sin tables
+    if not a.tie_embeddings:
+        blocks.append(sd["output.weight"])
+    body = torch.cat([b.reshape(-1).float() for b in blocks]).numpy().astype("<f4").tobytes()
+    file.write_bytes(header + body)
+    return file
+
+
+LLAMA2C_ARGS = ModelArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=VOCAB, hidden_dim=100,
+                         norm_eps=1e-5, max_seq_len=32)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_llama2c_export_round_trip(tmp_path, tied):
+    source = random_model(dataclasses.replace(LLAMA2C_ARGS, tie_embeddings=tied))
+    file = write_llama2c(tmp_path / "model.bin", source)
+    loaded = load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER)
+    assert loaded.info.format == "llama2c"
+    assert loaded.info.args == source.args
+    assert (loaded.model.output.weight is loaded.model.tok_embeddings.weight) == tied
+    assert torch.equal(logits(loaded.model), logits(source))
+
+
+def test_llama2c_tokenizer_is_found_beside_the_file(tmp_path):
+    file = write_llama2c(tmp_path / "model.bin", random_model(LLAMA2C_ARGS))
+    shutil.copy(TINY_TOKENIZER, tmp_path / "tok320.model")
+    model, tok = load_model(file, device="cpu")
+    assert tok.path == tmp_path / "tok320.model" and tok.vocab_size == VOCAB
+
+
+def test_llama2c_size_and_version_are_checked(tmp_path):
+    file = write_llama2c(tmp_path / "model.bin", random_model(LLAMA2C_ARGS))
+    size = file.stat().st_size
+    file.write_bytes(file.read_bytes()[:-4])
+    with pytest.raises(UserError, match=rf"model\.bin has {size - 4} bytes but its header .* implies {size}"):
+        load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER)
+    file.write_bytes(struct.pack("<Ii", 0x616B3432, 1) + bytes(300))
+    with pytest.raises(UserError, match="version 1 or 2 export; only version 0"):
+        load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER)
+
+
+def test_stories260k_greedy_sample(shared_data):
+    """llama2.c's doc/stories260K.md prints this temperature-0 sample from BOS."""
+    folder = shared_data / "model" / "stories260K"
+    if not (folder / "stories260K.bin").is_file():
+        pytest.skip("stories260K is absent from ../shared/data")
+    model, tok = load_model(folder / "stories260K.bin", device="cpu")
+    ids = [tok.bos_id]
+    with torch.no_grad():
+        for _ in range(45):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    expected = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+                "One day, she saw a big, red ball.")
+    assert tok.decode(ids).startswith(expected)
+
+
+# ---------------------------------------------------------------------------- random models
+
+
+def test_random_preset_is_deterministic(monkeypatch):
+    monkeypatch.setenv(TOKENIZER_ENV, str(TINY_TOKENIZER))
+    a = load_checkpoint("random:tiny", device="cpu")
+    b = load_checkpoint("random:tiny", device="cpu")
+    assert a.info.format == "random" and a.info.args.vocab_size == VOCAB
+    assert a.info.fingerprint == b.info.fingerprint
+    assert torch.equal(logits(a.model), logits(b.model))
+
+
+def test_random_preset_needs_a_tokenizer(monkeypatch):
+    monkeypatch.delenv(TOKENIZER_ENV, raising=False)
+    with pytest.raises(UserError, match=rf"random:tiny needs a SentencePiece tokenizer: pass tokenizer=PATH "
+                                        rf"\(--tokenizer\) or set {TOKENIZER_ENV}"):
+        load_checkpoint("random:tiny", device="cpu")
+    with pytest.raises(UserError, match="unknown model preset 'tinny'. Did you mean tiny"):
+        load_checkpoint("random:tinny", device="cpu", tokenizer=TINY_TOKENIZER)
+
+
+# ---------------------------------------------------------------------------- spec resolution
+
+
+def test_preset_resolves_under_models_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    (tmp_path / "7B").mkdir()
+    assert resolve_spec("7b") == tmp_path / "7B"
+    (tmp_path / "Llama-2-13b-hf").mkdir()
+    assert resolve_spec("llama2-13b") == tmp_path / "Llama-2-13b-hf"
+
+
+def test_preset_folder_must_hold_that_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    write_meta(tmp_path / "7B", random_model().state_dict())
+    with pytest.raises(UserError, match=r"7B does not hold the 7b model: its dim is 64, the preset's is 4096"):
+        load_checkpoint("7b", device="cpu")
+
+
+def test_models_env_unset(monkeypatch):
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    with pytest.raises(UserError, match=rf"\${MODELS_ENV}, which is not set; set {MODELS_ENV} to the folder "
+                                        r"that holds 30B or llama-30b, or pass the checkpoint's path"):
+        load_checkpoint("33b", device="cpu")
+
+
+def test_preset_not_found_lists_every_place(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    with pytest.raises(UserError) as err:
+        load_checkpoint("llama2-70b", device="cpu")
+    message = str(err.value)
+    assert f"looked in {tmp_path / 'llama-2-70b'}, {tmp_path / 'Llama-2-70b-hf'}." in message
+    assert f"Set {MODELS_ENV}" in message and "pass the checkpoint's path" in message
+
+
+def test_unknown_preset_suggests_close_matches():
+    with pytest.raises(UserError, match=r"model '7B' is neither a file or folder nor a preset\. Did you mean 7b"):
+        load_checkpoint("7B", device="cpu")
+    with pytest.raises(UserError, match=r"Did you mean llama2-13b"):
+        load_checkpoint("llama2-13", device="cpu")
+    with pytest.raises(UserError, match=r"preset 'tiny' has no published checkpoint; use 'random:tiny'"):
+        load_checkpoint("tiny", device="cpu")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match=rf"model path {tmp_path / 'nowhere'} does not exist"):
+        load_checkpoint(tmp_path / "nowhere", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"holds neither params\.json \(Meta's layout\) nor config\.json"):
+        load_checkpoint(tmp_path / "empty", device="cpu")
+
+
+# ---------------------------------------------------------------------------- strict loading
+
+
+def test_missing_key_names_key_and_file(tmp_path):
+    state = random_model().state_dict()
+    del state["layers.1.ffn_norm.weight"]
+    folder = write_meta(tmp_path / "m", state)
+    with pytest.raises(UserError, match=rf"weight 'layers\.1\.ffn_norm\.weight' is missing from "
+                                        rf"{folder / 'consolidated.00.pth'}"):
+        load_checkpoint(folder, device="cpu")
+
+
+def test_unexpected_key_names_key_and_file(tmp_path):
+    state = {**random_model().state_dict(), "layers.0.attention.wq.bias": torch.zeros(64)}
+    folder = write_meta(tmp_path / "m", state)
+    with pytest.raises(UserError, match=rf"unexpected weight 'layers\.0\.attention\.wq\.bias' in "
+                                        rf"{folder / 'consolidated.00.pth'}"):
+        load_checkpoint(folder, device="cpu")
+
+
+def test_shape_that_disagrees_with_the_config(tmp_path):
+    # The weights were made with multiple_of 32 (FFN width 192); multiple_of 128 implies 256.
+    state = random_model().state_dict()
+    folder = write_meta(tmp_path / "m", state, multiple_of=128)
+    with pytest.raises(UserError, match=rf"weight 'layers\.0\.feed_forward\.w1\.weight' in "
+                                        rf"{folder / 'consolidated.00.pth'} has shape \[192, 64\] but the "
+                                        r"config implies \[256, 64\]"):
+        load_checkpoint(folder, device="cpu")
+
+
+def test_vocabulary_mismatch_gives_both_numbers(tmp_path):
+    folder = write_meta(tmp_path / "m", random_model().state_dict(), vocab_size=32000)
+    with pytest.raises(UserError, match=rf"vocabulary of 32000 tokens but the tokenizer "
+                                        rf"{tmp_path / 'tokenizer.model'} has 320"):
+        load_checkpoint(folder, device="cpu")
+
+
+def test_meta_refusals(tmp_path):
+    state = random_model().state_dict()
+    with pytest.raises(UserError, match="sets use_scaled_rope"):
+        load_checkpoint(write_meta(tmp_path / "a" / "m", state, use_scaled_rope=True), device="cpu")
+    with pytest.raises(UserError, match="fields this loader does not know: flash"):
+        load_checkpoint(write_meta(tmp_path / "b" / "m", state, flash=True), device="cpu")
+    folder = write_meta(tmp_path / "c" / "m", state)
+    (tmp_path / "c" / "tokenizer.model").unlink()
+    with pytest.raises(UserError, match=rf"no tokenizer\.model for {folder}; looked at "
+                                        rf"{folder / 'tokenizer.model'}, {tmp_path / 'c' / 'tokenizer.model'}"):
+        load_checkpoint(folder, device="cpu")
+
+
+def test_bad_device_and_dtype(tmp_path):
+    folder = write_meta(tmp_path / "m", random_model().state_dict())
+    with pytest.raises(UserError, match=r"unknown dtype 'float8'; use one of float32, fp32, bfloat16"):
+        load_checkpoint(folder, device="cpu", dtype="float8")
+    with pytest.raises(UserError, match=r"unknown device 'gpu'"):
+        load_checkpoint(folder, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            load_checkpoint(folder, device="cuda")
+
+
+def test_hf_config_with_other_math_is_refused(tmp_path):
+    config = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=160, vocab_size=VOCAB, rms_norm_eps=1e-5,
+                  rope_scaling={"rope_type": "llama3", "factor": 8.0}, hidden_act="gelu")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    shutil.copy(TINY_TOKENIZER, tmp_path / "tokenizer.model")
+    with pytest.raises(UserError, match=r"cannot run: hidden_act 'gelu' \(only 'silu'\); RoPE scaling"):
+        load_checkpoint(tmp_path, device="cpu")
