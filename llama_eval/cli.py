@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
     values["options"], values["include"] = tuple(values["options"]), tuple(values["include"])
     outcome = evaluate(RunConfig(**values))
     run = reporting.load_run(outcome.run_dir)
-    for table in reporting.tables_for(run):
+    for table in reporting.tables_for([run]):
         print(reporting.paper_table(table, [run], "md", show_diff=True))
     print(f"results: {outcome.run_dir}")
     return 0

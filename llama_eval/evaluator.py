@@ -51,10 +51,6 @@ class RunConfig:
     progress: bool = True
 
 
-# Preset name -> the model's name in the paper's tables.
-PAPER_MODELS = {"7b": "LLaMA-7B", "13b": "LLaMA-13B", "33b": "LLaMA-33B", "65b": "LLaMA-65B"}
-
-
 @dataclass
 class TaskRun:
     """One (task, shot count): its documents and each document's requests."""
@@ -198,6 +194,13 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
     run_dir = Path(config.output or Path("runs") / model_label(config.model))
     run_dir.mkdir(parents=True, exist_ok=True)
     info = loaded.info
+    chash = config_hash(config, info.fingerprint)
+    run_id = f"{model_label(config.model)}-{chash}"
+    date = _start_date(run_dir, chash)
+    meta = {"run_id": run_id, "version": __version__, "date": date, "config_hash": chash, "status": "running",
+            "config": dataclasses.asdict(config),
+            "model": {**_jsonable(dataclasses.asdict(info)), "label": model_label(config.model)}}
+    _write_json(run_dir / "run.json", meta)
     cache = None
     if config.use_cache:
         from .cache import ResultCache
@@ -213,30 +216,40 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
     score(runs, results, settings)
     seconds = time.monotonic() - started
 
-    chash = config_hash(config, info.fingerprint)
-    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    run_id = f"{model_label(config.model)}-{chash}"
-    paper_model = config.paper_model or PAPER_MODELS.get(config.model)
+    paper_model = config.paper_model or reporting.PAPER_MODELS.get(config.model)
     summary = []
     for run in runs:
         reporting.write_samples(run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
         summary += reporting.summary_rows(
-            model=model_label(config.model), paper_model=paper_model, task=run.task, shots=run.shots,
-            metrics=run.metrics, run_id=run_id, config_hash=chash, version=__version__, date=date,
+            model_label(config.model), paper_model, run.task.name, run.task.paper_name, run.shots, run.metrics,
+            run_id=run_id, config_hash=chash, date=date, version=__version__,
         )
     reporting.write_summary(run_dir, summary)
     stats = {"seconds": round(seconds, 2), **engine.stats(),
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None}
-    meta = {
-        "run_id": run_id, "version": __version__, "date": date, "config_hash": chash,
-        "config": dataclasses.asdict(config),
-        "model": {**_jsonable(dataclasses.asdict(info)), "label": model_label(config.model), "paper_model": paper_model},
-        "datasets": {f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
-                                                   "source": getattr(r.task, "source_description", "")} for r in runs},
-        "stats": stats,
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta.update(status="complete", stats=stats, datasets={
+        f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
+                                     "source": getattr(r.task, "source_description", "")} for r in runs})
+    meta["model"]["paper_model"] = paper_model
+    _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, summary, stats)
+
+
+def _start_date(run_dir: Path, chash: str) -> str:
+    """When this run first started: a resumed run keeps the date, so its files come out the same."""
+    try:
+        previous = json.loads((run_dir / "run.json").read_text())
+        if previous.get("config_hash") == chash:
+            return previous["date"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+from ..errors import UserError
 from ..metrics import mean_stderr
 from ..requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 
@@ -104,8 +105,10 @@ class Task:
         if k == 0:
             return []
         candidates = [d for d in pool if d["id"] != doc["id"]]
+        if not pool:
+            raise UserError(f"task {self.name} has no few-shot pool: it is evaluated zero-shot (use --shots 0)")
         if len(candidates) < k:
-            raise ValueError(f"{self.name}: {k} shots asked for but the pool holds {len(candidates)}")
+            raise UserError(f"task {self.name}: --shots {k} asked for but its few-shot pool holds {len(candidates)} examples")
         rng = random.Random(f"{self.name}:{settings.seed}:{doc['id']}")
         return rng.sample(candidates, k)
 
