@@ -32,6 +32,13 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,5,64") from None
 
 
+def _task_shots(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, counts = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not TASK=K[,K...], e.g. nq_open=0,1,5,64")
+    return name.strip(), _ints(counts)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -54,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     p.add_argument("--tasks", required=True, type=_names, help="comma-separated task names, or 'all'")
     p.add_argument("--shots", type=_ints, default=DEFAULTS["shots"], help="shot counts, e.g. 0,1,5,64 (default: the paper's)")
+    p.add_argument("--task-shots", type=_task_shots, action="append", default=[],
+                   help="shot counts for one task, e.g. nq_open=0,64 (repeatable; overrides --shots)")
     p.add_argument("--limit", type=int, default=DEFAULTS["limit"], help="first N documents of each task")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="folder of release files (default: Hugging Face hub)")
@@ -108,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="every task end to end on a tiny random model, offline, in a minute")
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
+    p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval (runs model-written code)")
 
     sub.add_parser("tasks", help="list tasks: splits, shots, metrics, paper table")
     sub.add_parser("models", help="list presets and where weights are looked for")
@@ -126,7 +136,8 @@ def cmd_run(args) -> int:
     values = {k: v for k, v in vars(args).items() if k in fields}
     if values["tasks"] == ("all",):
         values["tasks"] = tuple(names())
-    values["options"], values["include"] = tuple(values["options"]), tuple(values["include"])
+    for key in ("options", "include", "task_shots"):
+        values[key] = tuple(values[key])
     outcome = evaluate(RunConfig(**values))
     run = reporting.load_run(outcome.run_dir)
     for table in reporting.tables_for([run]):
@@ -252,7 +263,7 @@ def cmd_table(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.output)
+    return run_demo(args.output, args.allow_code_execution)
 
 
 def cmd_tasks(args) -> int:
@@ -268,9 +279,18 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .model.checkpoint import describe_presets
+    import os
 
-    print(describe_presets())
+    from .model.checkpoint import MODELS_ENV, PRESET_FOLDERS, RANDOM_PREFIX
+    from .model.llama import PRESETS, count_parameters, build
+
+    root = os.environ.get(MODELS_ENV)
+    print(f"${MODELS_ENV} = {root or '(not set)'}")
+    print(f"{'preset':<12} {'parameters':>14}  {'window':>6}  looked for as")
+    for name, args in PRESETS.items():
+        where = ", ".join(f"${MODELS_ENV}/{f}" for f in PRESET_FOLDERS.get(name, ())) or f"{RANDOM_PREFIX}{name} only"
+        print(f"{name:<12} {count_parameters(build(args)):>14,}  {args.max_seq_len:>6}  {where}")
+    print(f"Any checkpoint folder or llama2.c .bin also works as --model PATH; {RANDOM_PREFIX}<preset> gives random weights.")
     return 0
 
 

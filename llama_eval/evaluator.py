@@ -30,6 +30,7 @@ class RunConfig:
     model: str
     tasks: tuple[str, ...]
     shots: tuple[int, ...] | None = None  # None: each task's paper shot counts
+    task_shots: tuple[tuple[str, tuple[int, ...]], ...] = ()  # per-task shot counts, over `shots`
     limit: int | None = None  # first N documents of each task (for quick checks)
     seed: int = 1234  # few-shot selection and sampling
     data_dir: str | None = None  # release files; None: the Hugging Face hub
@@ -59,6 +60,7 @@ class TaskRun:
     shots: int
     docs: list[Doc]
     requests: list[list[Request]]
+    shots_used: list[int]  # per document: fewer than `shots` where a task dropped some to fit the window
     scores: list[DocScore] = field(default_factory=list)
     metrics: list[MetricValue] = field(default_factory=list)
 
@@ -89,6 +91,9 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
     runs = []
+    per_task = dict(config.task_shots)
+    if unknown := set(per_task) - set(config.tasks):
+        raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
     for name in config.tasks:
         task = registry.get_task(name)
         if getattr(task, "needs_code_execution", False) and not config.allow_code_execution:
@@ -98,11 +103,12 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
         if config.limit is not None:
             docs = docs[: config.limit]
         pool: list[Doc] | None = None
-        for k in config.shots if config.shots is not None else task.paper_shots:
+        for k in per_task.get(name) or (config.shots if config.shots is not None else task.paper_shots):
             if k and pool is None:
                 pool = task.load_shots(data_dir)
-            reqs = [task.requests(doc, task.select_shots(doc, pool or [], k, settings), settings) for doc in docs]
-            runs.append(TaskRun(task, k, docs, reqs))
+            chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
+            reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
+            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen]))
     return runs
 
 
@@ -165,6 +171,9 @@ class Engine:
 def score(runs: list[TaskRun], results: dict[Request, Result], settings: Settings) -> None:
     for run in runs:
         run.scores = [run.task.score(doc, [results[r] for r in reqs], settings) for doc, reqs in zip(run.docs, run.requests)]
+        for s, used in zip(run.scores, run.shots_used):
+            if used < run.shots:
+                s.extra["shots_dropped"] = run.shots - used
         run.metrics = run.task.aggregate(run.scores)
 
 
@@ -186,8 +195,10 @@ def docs_fingerprint(docs: list[Doc]) -> str:
 
 def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
     """Run `config` end to end and write the run folder; see the module docstring."""
-    from .model.checkpoint import load_checkpoint
+    from .model.checkpoint import RANDOM_PREFIX, load_checkpoint, resolve_spec
 
+    if load is None and not config.model.startswith(RANDOM_PREFIX):
+        resolve_spec(config.model)  # a wrong model name fails before any data is read
     settings = settings_of(config)
     runs = plan(config, settings)
     loaded = (load or load_checkpoint)(config.model, device=config.device, dtype=config.dtype, tokenizer=config.tokenizer)

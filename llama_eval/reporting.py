@@ -132,7 +132,9 @@ def write_summary(run_dir: str | Path, rows: Sequence[dict]) -> Path:
 
 def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
+    # Quote every text cell: model output can hold a bare carriage return, which CSV readers
+    # take for a line end unless it is inside quotes.
+    df.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
     os.replace(tmp, path)
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+# Nothing may download at test time: make the Hugging Face libraries fail fast instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# A few made-up documents per benchmark in the release files' layout: the demo's data, and the
+# tests' stand-in for ../shared/data.
+SAMPLE_DATA = REPO / "llama_eval" / "data" / "demo"
 
 
 @pytest.fixture

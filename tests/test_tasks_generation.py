@@ -10,13 +10,12 @@ in test_data.py and ignored here.
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, SAMPLE_DATA
 
 from llama_eval.errors import UserError
 from llama_eval.metrics import pass_at_k
@@ -33,7 +32,9 @@ CODE = Settings(allow_code_execution=True)
 
 
 def rows(relpath: str) -> list[dict]:
-    return [json.loads(line) for line in (FIXTURES / relpath).read_text(encoding="utf-8").splitlines()]
+    """Rows of a hub-layout fixture (tests/fixtures) or of a release file the hub serves as is."""
+    path = FIXTURES / relpath if (FIXTURES / relpath).exists() else SAMPLE_DATA / relpath
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def qa(question: str, answer: str = "", id_: str | None = None) -> dict:
@@ -182,7 +183,7 @@ def test_shots_are_drawn_per_document_and_never_the_document_itself():
 
 def test_nq_release_files():
     task = get_task("nq_open")
-    docs, pool = task.load(FIXTURES), task.load_shots(FIXTURES)
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert len(docs) == 5 and len(pool) == 8
     assert docs[2]["answers"] == ["four", "4"] and docs[2]["id"].startswith("nq-")
     assert "NQ-open.dev.jsonl" in task.source_description
@@ -193,7 +194,7 @@ def test_nq_release_files():
 
 def test_triviaqa_release_files_and_source_record():
     task = get_task("triviaqa")
-    docs, pool = task.load(FIXTURES), task.load_shots(FIXTURES)
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert docs[1]["question"] == 'Who wrote the novel "Nineteen Eighty-Four"?'  # CSV-quoted twice in the file
     assert docs[4]["question"] == '"Elementary, my dear Watson" is a phrase linked with which fictional detective?'
     assert docs[0]["answers"] == ["Planet Mars", "Mars", "Mars (planet)", "♂"]
@@ -262,7 +263,7 @@ HUB_ROWS = {
 def fake_hub(hf_dataset, split=None):
     if hf_dataset[0] == "openai/openai_humaneval":
         import gzip
-        with gzip.open(FIXTURES / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as f:
+        with gzip.open(SAMPLE_DATA / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as f:
             return [json.loads(line) for line in f]
     return rows(HUB_ROWS[hf_dataset[0], split or hf_dataset[2]])
 
@@ -273,7 +274,7 @@ def test_hub_and_release_rows_give_identical_requests(name, shots, monkeypatch):
     release, hub = get_task(name), get_task(name)
     monkeypatch.setattr(data, "load_hf", fake_hub)
     built = []
-    for task, data_dir in ((release, FIXTURES), (hub, None)):
+    for task, data_dir in ((release, SAMPLE_DATA), (hub, None)):
         docs, pool = task.load(data_dir), task.load_shots(data_dir) if shots else []
         built.append([task.requests(d, task.select_shots(d, pool, shots, settings), settings) for d in docs])
         assert task.source_description
@@ -293,7 +294,7 @@ def test_triviaqa_hub_golds_include_the_value():
 
 def test_gsm8k_prompt_uses_the_first_eight_train_problems():
     task = get_task("gsm8k")
-    docs, pool = task.load(FIXTURES), task.load_shots(FIXTURES)
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert docs[1]["answer"] == "2400" and docs[2]["answer"] == "-7"
     shots = task.select_shots(docs[0], pool, 8, Settings(seed=1))
     assert shots == pool[:8] == task.select_shots(docs[2], pool, 8, Settings(seed=99))
@@ -308,7 +309,7 @@ def test_gsm8k_prompt_uses_the_first_eight_train_problems():
 
 def test_gsm8k_sampling_regimes():
     task = get_task("gsm8k")
-    doc = task.load(FIXTURES)[0]
+    doc = task.load(SAMPLE_DATA)[0]
     greedy, sampled = task.requests(doc, [], Settings(seed=5))
     assert (greedy.temperature, greedy.n, greedy.until, greedy.max_new_tokens) == (0.0, 1, ("\n\n", "Question:"), 256)
     assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 100, 5)
@@ -324,7 +325,7 @@ def test_gsm8k_sampling_regimes():
 
 def test_gsm8k_grading_with_fake_results():
     task = get_task("gsm8k")
-    doc = task.load(FIXTURES)[1]  # gold 2,400
+    doc = task.load(SAMPLE_DATA)[1]  # gold 2,400
     samples = (" ... #### 2,400", " so 2400 dollars.", " #### 2400.00", " #### 600", " #### 600", " no idea")
     score = task.score(doc, [GenerationResult((" It makes $2,400 in 4 days.\n#### 2400",)), GenerationResult(samples)],
                        Settings(samples=6))
@@ -349,7 +350,7 @@ def test_gsm8k_answer_without_final_number_is_a_user_error(tmp_path):
 
 def test_humaneval_prompt_and_default_regimes():
     task = get_task("humaneval")
-    docs = task.load(FIXTURES)
+    docs = task.load(SAMPLE_DATA)
     assert [d["id"] for d in docs] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     low, high = task.requests(docs[2], [], Settings(seed=9))
     assert low.prompt == docs[2]["prompt"] and low.prompt.startswith("from typing import List\n")
@@ -375,7 +376,7 @@ def test_humaneval_options_and_sample_counts():
 
 def test_humaneval_grading_needs_allow_code_execution():
     task = get_task("humaneval")
-    doc = task.load(FIXTURES)[0]
+    doc = task.load(SAMPLE_DATA)[0]
     with pytest.raises(UserError, match="--allow-code-execution"):
         task.score(doc, [GenerationResult(("    return a + b\n",))], Settings())
 
@@ -384,8 +385,6 @@ def test_humaneval_grading_needs_allow_code_execution():
 def fake_execution(monkeypatch):
     """A stand-in for execution.check_many that records its programs: a program passes when
     it holds "return a + b" (the test, not the sandbox, decides)."""
-    import llama_eval
-
     calls = []
 
     def check_many(programs, timeout=10.0, workers=None):
@@ -393,16 +392,15 @@ def fake_execution(monkeypatch):
         return [types.SimpleNamespace(status="passed" if "return a + b" in p else "failed", detail="AssertionError")
                 for p in programs]
 
-    module = types.ModuleType("llama_eval.execution")
-    module.check_many = check_many
-    monkeypatch.setitem(sys.modules, "llama_eval.execution", module)
-    monkeypatch.setattr(llama_eval, "execution", module, raising=False)
+    from llama_eval import execution
+
+    monkeypatch.setattr(execution, "check_many", check_many)
     return calls
 
 
 def test_humaneval_grading_with_fake_sandbox(fake_execution):
     task = get_task("humaneval")
-    doc = task.load(FIXTURES)[0]
+    doc = task.load(SAMPLE_DATA)[0]
     settings = Settings(samples=100, allow_code_execution=True, options=(("humaneval_timeout", "3"),))
     low = ("    return a + b\n",) * 60 + ("    return a - b\n",) * 40
     high = ("    return a + b\n",) * 5 + tuple(f"    return {i}\n" for i in range(95))
@@ -418,7 +416,7 @@ def test_humaneval_grading_with_fake_sandbox(fake_execution):
 
 def test_humaneval_pass_at_k_uses_each_regimes_own_samples(fake_execution):
     task = get_task("humaneval")
-    doc = task.load(FIXTURES)[0]
+    doc = task.load(SAMPLE_DATA)[0]
     settings = Settings(samples=12, allow_code_execution=True, options=(("humaneval_k", "1,5,10"),))
     low = ("    return a + b\n",) * 12
     high = ("    return a + b\n",) * 2 + tuple(f"    return {i}\n" for i in range(10))
@@ -434,7 +432,7 @@ def test_humaneval_canonical_solutions_pass_the_real_sandbox():
     assert execution.check_many  # the sandbox exists: grade through it for real
     task = get_task("humaneval")
     settings = Settings(samples=2, allow_code_execution=True, options=(("humaneval_k", "1,2"),))
-    for doc in task.load(FIXTURES):
+    for doc in task.load(SAMPLE_DATA):
         good = task.score(doc, [GenerationResult((doc["canonical_solution"],) * 2)] * 2, settings)
         assert good.metrics == {"pass@1": 1.0, "pass@2": 1.0}, good.extra
         bad = task.score(doc, [GenerationResult(("    pass\n",) * 2)] * 2, settings)

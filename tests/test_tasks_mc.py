@@ -26,7 +26,7 @@ from llama_eval.tasks.mmlu import mmlu_averages, subjects
 pytestmark = [pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning"),
               pytest.mark.filterwarnings("ignore:.*of the 57 subjects")]
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from conftest import FIXTURES, SAMPLE_DATA  # noqa: E402
 TASKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "mmlu"]
 SETTINGS = Settings()
 
@@ -40,7 +40,7 @@ def build(name: str, docs, pool=None, settings: Settings = SETTINGS) -> list[lis
 
 def release(name: str):
     task = get_task(name)
-    return task.load(FIXTURES), task.load_shots(FIXTURES)
+    return task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
 
 
 def hub_rows(name: str) -> list[dict]:
@@ -135,7 +135,7 @@ def test_calibration_context_is_an_option():
 @pytest.mark.parametrize("name", [t for t in TASKS if t != "mmlu"])
 def test_hub_and_release_give_identical_requests(name, monkeypatch):
     task = get_task(name)
-    from_files = task.load(FIXTURES)
+    from_files = task.load(SAMPLE_DATA)
     monkeypatch.setattr(data, "load_hf", lambda hf, split=None: hub_rows(name) if hf == task.hf_dataset else None)
     from_hub = task.load(None)
     assert from_hub == from_files
@@ -144,7 +144,7 @@ def test_hub_and_release_give_identical_requests(name, monkeypatch):
 
 def test_hub_and_release_give_identical_requests_mmlu(monkeypatch):
     task = get_task("mmlu")
-    files_docs, files_pool = task.load(FIXTURES), task.load_shots(FIXTURES)
+    files_docs, files_pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     monkeypatch.setattr(data, "load_hf", lambda hf, split=None: hub_rows(f"mmlu_{split}"))
     hub_docs, hub_pool = task.load(None), task.load_shots(None)
     assert (hub_docs, hub_pool) == (files_docs, files_pool)
@@ -367,4 +367,4 @@ def test_missing_release_file_says_what_to_pass(tmp_path):
 
 def test_mmlu_partial_data_dir_warns():
     with pytest.warns(UserWarning, match="lacks 53 of the 57 subjects"):
-        get_task("mmlu").load(FIXTURES)
+        get_task("mmlu").load(SAMPLE_DATA)

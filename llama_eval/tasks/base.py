@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 from ..errors import UserError
 from ..metrics import mean_stderr
-from ..requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
+from ..requests import GenerationRequest, LoglikelihoodRequest, Request, Result
 
 Doc = dict[str, Any]
 

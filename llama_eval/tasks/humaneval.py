@@ -62,11 +62,6 @@ def read_jsonl_gz(path: Path) -> list[Doc]:
     return docs
 
 
-def program(doc: Doc, completion: str) -> str:
-    """The program whose run decides whether `completion` solves `doc`."""
-    return doc["prompt"] + completion + "\n" + doc["test"] + f"\ncheck({doc['entry_point']})\n"
-
-
 def _number_option(settings: Settings, name: str, default: str, low: float, high: float) -> float:
     text = settings.option(name, default)
     try:
@@ -139,7 +134,7 @@ class HumanEval(GenerationTask):
         from .. import execution  # imported here: only grading needs the sandbox
 
         timeout = _number_option(settings, "humaneval_timeout", "10", 0.0, math.inf)
-        programs = [[program(doc, c) for c in samples] for samples in completions]
+        programs = [[execution.humaneval_program(doc, c) for c in samples] for samples in completions]
         unique = list(dict.fromkeys(p for ps in programs for p in ps))
         outcome = dict(zip(unique, execution.check_many(unique, timeout=timeout)))
         metrics, passed = {}, {}

@@ -1,0 +1,165 @@
+"""The researcher's workflow end to end: run, kill, resume, compare, demo, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from llama_eval.cli import main
+from llama_eval.model.llama import PRESETS, build, init_random
+
+TINY_TOKENIZER = Path(__file__).resolve().parents[1] / "llama_eval" / "data" / "demo" / "tokenizer.model"
+WORDS = "the cat a dog sees likes finds the red ball a green hat some bread the river".split()
+
+
+def write_meta_checkpoint(folder: Path, dim: int = 128, layers: int = 4) -> Path:
+    """A random model in Meta's layout (params.json, consolidated.00.pth, tokenizer.model)."""
+    from llama_eval.model.tokenizer import Tokenizer
+
+    folder.mkdir(parents=True)
+    vocab = Tokenizer(TINY_TOKENIZER).vocab_size
+    args = replace(PRESETS["tiny"], dim=dim, n_layers=layers, n_heads=4, n_kv_heads=4, vocab_size=vocab)
+    torch.save(init_random(build(args, "cpu"), seed=3).state_dict(), folder / "consolidated.00.pth")
+    (folder / "params.json").write_text(json.dumps(
+        {"dim": dim, "n_layers": layers, "n_heads": 4, "vocab_size": vocab, "multiple_of": 32, "norm_eps": 1e-5}))
+    (folder / "tokenizer.model").write_bytes(TINY_TOKENIZER.read_bytes())
+    return folder
+
+
+def write_piqa(data: Path, n: int) -> Path:
+    """n made-up PIQA documents in the release layout."""
+    (data / "piqa").mkdir(parents=True)
+    rows, labels = [], []
+    for i in range(n):
+        w = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(12)]
+        rows.append(json.dumps({"goal": " ".join(w[:6]) + f" {i}?", "sol1": " ".join(w[6:9]), "sol2": " ".join(w[9:])}))
+        labels.append(str(i % 2))
+    (data / "piqa" / "valid.jsonl").write_text("\n".join(rows) + "\n")
+    (data / "piqa" / "valid-labels.lst").write_text("\n".join(labels) + "\n")
+    return data
+
+
+def run_args(model: Path, data: Path, out: Path) -> list[str]:
+    return ["run", "--model", str(model), "--tasks", "piqa", "--data-dir", str(data), "--output", str(out),
+            "--batch-tokens", "16", "--no-progress", "--device", "cpu"]
+
+
+def cached_rows(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_killed_run_resumes_and_ends_with_the_same_files(tmp_path):
+    model = write_meta_checkpoint(tmp_path / "model")
+    data = write_piqa(tmp_path / "data", 300)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "llama_eval", *run_args(model, data, killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while cached_rows(killed / "cache.sqlite") == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed; make the workload larger"
+    done_before = cached_rows(killed / "cache.sqlite")
+    assert 0 < done_before < 600
+    assert not (killed / "summary.csv").exists()
+
+    assert main(run_args(model, data, killed)) == 0  # the same command again resumes
+    stats = json.loads((killed / "run.json").read_text())["stats"]["cache"]
+    assert stats["reused"] == done_before and stats["reused"] + stats["computed"] == 600
+
+    clean = tmp_path / "clean"
+    assert main(run_args(model, data, clean)) == 0
+    # The same files, up to float noise in the log-probs: the requests left after the kill were
+    # packed into other forwards than in the clean run (the engine's contract: equal within
+    # float tolerance, accuracy identical).
+    a, b = (pd.read_csv(d / "samples_piqa.csv") for d in (killed, clean))
+    pd.testing.assert_frame_equal(a.drop(columns="extra"), b.drop(columns="extra"))
+    for x, y in zip(a["extra"], b["extra"]):
+        assert json.loads(x)["logprobs"] == pytest.approx(json.loads(y)["logprobs"], abs=1e-4)
+    a, b = (pd.read_csv(d / "summary.csv").drop(columns=["date"]) for d in (killed, clean))
+    pd.testing.assert_frame_equal(a, b)
+
+    # A different model never reads this cache: the copy with other weights recomputes everything.
+    other = write_meta_checkpoint(tmp_path / "other", layers=3)
+    assert main([*run_args(other, data, tmp_path / "other_run"), "--cache", str(killed / "cache.sqlite")]) == 0
+    stats = json.loads((tmp_path / "other_run" / "run.json").read_text())["stats"]["cache"]
+    assert stats == {"reused": 0, "computed": 600}
+
+
+def test_compare_flags_a_planted_difference(tmp_path, capsys):
+    model = write_meta_checkpoint(tmp_path / "model", dim=64, layers=2)
+    data = write_piqa(tmp_path / "data", 60)
+    assert main(run_args(model, data, tmp_path / "a")) == 0
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    samples = pd.read_csv(tmp_path / "a" / "samples_piqa.csv")
+    planted = tmp_path / "b"
+    planted.mkdir()
+    worse = samples.copy()
+    right = worse.index[worse["correct"] == 1][:20]
+    worse.loc[right, ["correct", "acc"]] = 0.0
+    worse.to_csv(planted / "samples_piqa.csv", index=False)
+    capsys.readouterr()
+    code = main(["compare", str(tmp_path / "a" / "samples_piqa.csv"), str(planted / "samples_piqa.csv"), "--fail-below", "1"])
+    out = capsys.readouterr().out
+    if len(right) >= 10:  # enough flips for an exact McNemar test to reach p < 0.05
+        assert code == 1, out
+    assert "piqa" in out
+
+
+def test_demo_runs_every_task_offline(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--allow-code-execution"]) == 0
+    out = capsys.readouterr().out
+    for table in ("Table 3", "Table 4", "Table 5", "Table 7", "Table 8", "Table 9"):
+        assert table in out
+    assert "chance level" in out
+    from llama_eval.tasks import TASKS
+
+    written = {p.name for p in (tmp_path / "demo").glob("samples_*.csv")}
+    assert written == {f"samples_{t}.csv" for t in TASKS}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--model", "random:tiny", "--tasks", "pika"], "unknown task 'pika'. Did you mean piqa"),
+    (["run", "--model", "8b", "--tasks", "piqa"], "model '8b' is neither a file or folder nor a preset"),
+    (["run", "--model", "7b", "--tasks", "piqa"], "LLAMA_EVAL_MODELS"),
+    (["run", "--model", "random:tiny", "--tasks", "piqa"], "--data-dir"),
+    (["run", "--model", "random:tiny", "--tasks", "humaneval"], "--allow-code-execution"),
+    (["run", "--model", "random:tiny", "--tasks", "piqa", "--shots", "x"], "not a comma-separated list of integers"),
+    (["run", "--model", "random:tiny", "--tasks", "piqa", "--data-dir", "/nonexistent"], "--data-dir /nonexistent"),
+    (["run", "--model", "random:tiny", "--tasks", "piqa", "--task-shots", "mmlu=1"], "--task-shots names mmlu"),
+    (["execute", "--samples", "x.jsonl", "--output", "y.jsonl"], "--allow-code-execution"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_exit_2_with_one_clear_line(argv, message, capsys, monkeypatch):
+    monkeypatch.setenv("LLAMA_EVAL_TOKENIZER", str(TINY_TOKENIZER))
+    monkeypatch.delenv("LLAMA_EVAL_MODELS", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llama-eval: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_listing_commands(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "mmlu" in out and "MMLU" in out and "0,1,5,64" in out
+    assert main(["models"]) == 0
+    assert "LLAMA_EVAL_MODELS" in capsys.readouterr().out
