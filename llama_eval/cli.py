@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import UserError
@@ -230,6 +231,8 @@ def cmd_execute(args) -> int:
     from . import execution
 
     execution.require_permission(args.allow_code_execution)
+    for note in execution.probe_isolation().notes:
+        print(f"sandbox: {note}", file=sys.stderr)
     problems_path = args.problems or (Path(args.data_dir) / "humaneval" / "HumanEval.jsonl.gz" if args.data_dir else None)
     if problems_path is None:
         raise UserError("execute needs the problems: pass --problems HumanEval.jsonl.gz or --data-dir DIR")
@@ -312,12 +315,19 @@ COMMANDS = {
 }
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"llama-eval: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            return COMMANDS[args.command](args)
     except UserError as e:
         if debug:
             raise

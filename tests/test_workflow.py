@@ -163,3 +163,16 @@ def test_listing_commands(capsys):
     assert "mmlu" in out and "MMLU" in out and "0,1,5,64" in out
     assert main(["models"]) == 0
     assert "LLAMA_EVAL_MODELS" in capsys.readouterr().out
+
+
+def test_plugin_task_from_include_runs_end_to_end(tmp_path, capsys):
+    plugin = Path(__file__).resolve().parents[1] / "examples" / "capitals.py"
+    out = tmp_path / "run"
+    assert main(["run", "--model", "random:tiny", "--tokenizer", str(TINY_TOKENIZER), "--include", str(plugin),
+                 "--tasks", "capitals", "--output", str(out), "--no-progress"]) == 0
+    samples = pd.read_csv(out / "samples_capitals.csv")
+    assert list(samples["doc_id"]) == ["France", "Japan", "Canada", "Australia", "Italy"]
+    assert set(samples["correct"]) <= {0.0, 1.0}
+    summary = pd.read_csv(out / "summary.csv")
+    acc = summary[(summary["task"] == "capitals") & (summary["metric"] == "acc")]
+    assert len(acc) == 1 and acc["value"].iloc[0] == pytest.approx(100 * samples["correct"].mean())
