@@ -1,0 +1,248 @@
+"""Generation: llama-eval's Generator against transformers' `generate()` on the same weights.
+
+Each side runs in its own child process (so peak memory is its own), on a random model
+built from the same seed and, for Hugging Face, converted with `workloads.to_hf`. One JSON
+line per workload:
+
+- gsm8k: 8-shot prompts (a shared header of eight solved questions, then the question),
+  greedy, answers of different lengths (each request's max_new_tokens stands in for where
+  its stop string would fall). Ours: rows of `batch` refilled as answers end. The Hugging
+  Face recipe is the usual one: requests sorted by prompt length, left-padded batches of
+  `batch`, each batch generating until its longest answer is done. tokens/s counts the
+  answers' tokens only.
+- decode-b1, decode-b64: B short prompts, greedy; ms per decode step is the time difference
+  between generating N2 and N1 tokens divided by N2 - N1, so prompt processing cancels out.
+
+Shapes (SHAPES) are small on the CPU and GSM8K-sized on CUDA. Times are the fastest of
+--repeats runs, after a warm-up at the same shape (which also captures our CUDA graphs).
+EOS is disabled on both sides so that every row generates exactly the tokens asked for.
+`agree` is the fraction of gsm8k answers whose text is identical on both sides.
+
+    python benchmarks/bench_generation.py                       # CPU, small model, < 1 minute
+    python benchmarks/bench_generation.py --size 7b --device cuda --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import random
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import workloads  # beside this script, which Python puts first on the import path
+
+from llama_eval.engine.generation import Generator
+from llama_eval.model.llama import PRESETS, build, init_random
+from llama_eval.model.tokenizer import Tokenizer
+from llama_eval.requests import GenerationRequest
+
+DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizer" / "tokenizer.model"
+SIZES = ["tiny", *workloads.SIZES]
+
+# Workload shapes per scale: CPU keeps the whole run under a minute; GPU is the real shape.
+SHAPES = {
+    "cpu": dict(shot_words=25, requests=16, batch=8, answer=(8, 24), steps=(8, 24)),
+    "cuda": dict(shot_words=90, requests=128, batch=64, answer=(32, 256), steps=(32, 160)),
+}
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(workloads.WORDS) for _ in range(n))
+
+
+def gsm8k_like(shape: dict, seed: int = 0) -> list[GenerationRequest]:
+    """8-shot prompts with one shared header; answer lengths drawn from shape['answer']."""
+    rng = random.Random(seed)
+    n = shape["shot_words"]
+    header = "".join(f"Question: {_words(rng, n // 3).capitalize()}?\n"
+                     f"Answer: {_words(rng, 2 * n // 3).capitalize()}. The answer is {rng.randint(1, 99)}.\n\n"
+                     for _ in range(8))
+    lo, hi = shape["answer"]
+    return [GenerationRequest(header + f"Question: {_words(rng, rng.randint(10, 40)).capitalize()}?\nAnswer:",
+                              max_new_tokens=rng.randint(lo, hi)) for _ in range(shape["requests"])]
+
+
+def short_prompts(batch: int, new_tokens: int) -> list[GenerationRequest]:
+    return [GenerationRequest(f"Question: who is the king of the river number {i}?\nAnswer:", max_new_tokens=new_tokens)
+            for i in range(batch)]
+
+
+def random_model(size: str, vocab: int, device: str, dtype: torch.dtype):
+    if size == "tiny":
+        return init_random(build(replace(PRESETS["tiny"], vocab_size=vocab), device), seed=0).to(dtype)
+    return workloads.random_model(size, vocab, device, dtype)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(fn, device: str, repeats: int):
+    """(result, seconds, peak MB) of fn(): the fastest of `repeats` runs (a shared machine's
+    noise only ever adds time); peak memory above the start on CUDA, or on the CPU the growth
+    of the process's peak resident size (0 when it stays below an earlier peak)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return out, best, peak
+
+
+def cache_len(tok, reqs: list[GenerationRequest], window: int) -> int:
+    """Cache slots for a workload: its longest prompt + answer, rounded up to 64, within the window."""
+    longest = max(len(tok.encode(r.prompt, bos=True)) + r.max_new_tokens for r in reqs)
+    return min(window, -(-longest // 64) * 64)
+
+
+# --- our side ---------------------------------------------------------------------------------
+
+
+class Ours:
+    """Our generator, one per (batch, cache length), kept across calls: its CUDA graphs are
+    captured once, as in a real run, not once per timed call."""
+
+    def __init__(self, model, tok):
+        self.model, self.tok, self.generators = model, tok, {}
+
+    def __call__(self, reqs: list[GenerationRequest], batch: int, max_len: int) -> list[str]:
+        key = (batch, max_len)
+        if key not in self.generators:
+            self.generators[key] = Generator(self.model, self.tok, max_batch=batch, max_len=max_len)
+        return [r.completions[0] for r in self.generators[key].generate(reqs)]
+
+
+# --- Hugging Face side ------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def hf_generate(hf, tok, reqs: list[GenerationRequest], batch: int, device: str) -> list[str]:
+    """The usual recipe: sorted by prompt length, left-padded batches, one generate() per batch
+    until its longest answer is done; answers cut to each request's length afterwards."""
+    prompts = [tok.encode(r.prompt, bos=True) for r in reqs]
+    order = sorted(range(len(reqs)), key=lambda i: -len(prompts[i]))
+    out = [""] * len(reqs)
+    for b in range(0, len(order), batch):
+        idx = order[b : b + batch]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), tok.pad_id, dtype=torch.long)
+        att = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            att[row, width - len(prompts[i]):] = 1
+        new = hf.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=False,
+                          max_new_tokens=max(reqs[i].max_new_tokens for i in idx), pad_token_id=tok.pad_id,
+                          eos_token_id=None)[:, width:].tolist()
+        for row, i in enumerate(idx):
+            gen = new[row][: reqs[i].max_new_tokens]
+            out[i] = tok.decode(prompts[i] + gen)[len(tok.decode(prompts[i])):]
+    return out
+
+
+# --- one side, all workloads, in a child process ------------------------------------------------
+
+
+def run_side(args, side: str) -> dict:
+    device, dtype = args.device, getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tok = Tokenizer(args.tokenizer)
+    model = random_model(args.size, tok.vocab_size, device, dtype)
+    shape = SHAPES["cuda" if device.startswith("cuda") else "cpu"]
+    window = model.args.max_seq_len
+    if side == "ours":
+        tok = copy.copy(tok)
+        tok.eos_id = -1  # no EOS: every row generates exactly max_new_tokens
+        run = Ours(model, tok)
+    else:
+        hf = workloads.to_hf(model, device, dtype)
+        del model
+
+        def run(reqs, batch, max_len):
+            return hf_generate(hf, tok, reqs, batch, device)
+
+    figures: dict = {}
+    repeats = args.repeats
+    if "gsm8k" in args.workloads:
+        reqs = gsm8k_like(shape)
+        max_len = cache_len(tok, reqs, window)
+        run(reqs[: shape["batch"]], shape["batch"], max_len)  # warm-up at this shape (ours: captures graphs)
+        texts, sec, peak = measure(lambda: run(reqs, shape["batch"], max_len), device, repeats)
+        figures["gsm8k"] = dict(texts=texts, s=sec, peak_mb=peak,
+                                tokens=sum(r.max_new_tokens for r in reqs), requests=len(reqs), batch=shape["batch"])
+    n1, n2 = shape["steps"]
+    for batch in (1, 64):
+        name = f"decode-b{batch}"
+        if name not in args.workloads:
+            continue
+        max_len = cache_len(tok, short_prompts(batch, n2), window)
+        run(short_prompts(batch, n2), batch, max_len)  # warm-up at this batch size, every cache bucket
+        _, t1, _ = measure(lambda: run(short_prompts(batch, n1), batch, max_len), device, repeats)
+        _, t2, peak = measure(lambda: run(short_prompts(batch, n2), batch, max_len), device, repeats)
+        figures[name] = dict(s=t2, peak_mb=peak, ms_per_step=1000 * (t2 - t1) / (n2 - n1),
+                             tokens=batch * n2, requests=batch, batch=batch)
+    return figures
+
+
+def _child(args, side: str, queue) -> None:
+    queue.put(run_side(args, side))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="small", choices=SIZES)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
+    p.add_argument("--workloads", default="gsm8k,decode-b1,decode-b64")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (0: torch's default; 1 gives steadier numbers on a shared machine)")
+    args = p.parse_args()
+    sides = {}
+    ctx = mp.get_context("spawn")
+    for side in ("ours", "hf"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(args, side, queue))
+        proc.start()
+        sides[side] = queue.get()
+        proc.join()
+    for name, ours in sides["ours"].items():
+        hf = sides["hf"][name]
+        row = {"workload": name, "size": args.size, "device": args.device, "dtype": args.dtype,
+               "threads": args.threads or torch.get_num_threads(),
+               "requests": ours["requests"], "batch": ours["batch"], "new_tokens": ours["tokens"]}
+        for label, fig in (("ours", ours), ("hf", hf)):
+            row[f"{label}_s"] = round(fig["s"], 3)
+            row[f"{label}_tok_s"] = round(fig["tokens"] / fig["s"], 1)
+            row[f"{label}_peak_mb"] = round(fig["peak_mb"])
+            if "ms_per_step" in fig:
+                row[f"{label}_ms_per_step"] = round(fig["ms_per_step"], 2)
+        row["speedup"] = round(hf["s"] / ours["s"], 2)
+        if "texts" in ours:
+            row["agree"] = round(sum(a == b for a, b in zip(ours["texts"], hf["texts"])) / len(ours["texts"]), 3)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

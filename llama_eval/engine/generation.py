@@ -1,0 +1,464 @@
+"""Batched generation with a KV cache: greedy and sampled, stop strings, refilled rows.
+
+How a run goes. Each request becomes work items, one per sample (one per request when
+greedy: its n identical samples are produced once and repeated). A fixed batch of
+`max_batch` cache rows decodes one token per row per step. A row that finishes (stop string,
+EOS, max_new_tokens) takes the next waiting item before the next step, so short answers
+never wait for long ones.
+
+Prompts are run once. Before a step, the prompts of newly filled rows are loaded into the
+cache together (right-padded, in batches of at most `prefill_tokens`), each only past the
+longest prefix of it that some row already holds, which is then copied: the n samples of a
+request share one prefill, a finished question of a few-shot task leaves the task's header
+in its row for the next question, and prompts filled together run their shared header once.
+
+A row's layout. Slot = rotary position = index in the sequence. The prompt's first L-1
+tokens fill slots 0..L-2; its last token is the first input of the decode step, so every
+token of a completion, the first included, is chosen by the same step function.
+
+Sampling is reproducible with counter-based noise instead of a shared random stream. At
+step t a sampled row takes the argmax, over the top-p nucleus, of logits / temperature plus
+Gumbel noise (the Gumbel-max trick: an exact draw from the softmax), and the noise of token v
+is a hash of (row key, t, v), where the row key hashes (seed, sample index, prompt text).
+No state is shared between rows, so a completion does not depend on what else is in the
+batch, on the batch size or on the order of requests (up to the float rounding of different
+batch shapes); the hash is integer arithmetic, the same on every device.
+
+Static shapes. The decode step always runs all `max_batch` rows (an idle row writes into
+the last slot, which no kept token ever reaches) and attends over a power-of-two bucket of
+slots, not the whole cache. On CUDA each bucket's step is captured once as a CUDA graph and
+replayed, one launch per step instead of hundreds. Elsewhere the same step function runs
+eagerly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..errors import UserError
+from ..model.llama import Transformer
+from ..requests import GenerationRequest, GenerationResult
+
+_MASK32 = 0xFFFFFFFF
+_MIN_BUCKET = 32  # smallest number of cache slots a decode step attends over
+
+
+@dataclass
+class GenerationStats:
+    requests: int = 0
+    prompt_tokens: int = 0  # prompt tokens run through the model (a prompt shared by n samples counts once)
+    prompt_tokens_reused: int = 0  # prompt tokens whose keys/values were copied from the cache instead
+    generated_tokens: int = 0  # tokens chosen by decode steps (EOS and tokens past a stop string included)
+    decode_steps: int = 0  # batched decode steps (each runs all max_batch rows)
+    truncated: int = 0  # prompts cut from the left to fit the window
+
+
+# ---------------------------------------------------------------------------------------------
+# Token choice: greedy, or top-p sampling with counter-based noise.
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective hash of 32-bit values held in int64 (products stay below 2**59: no overflow)."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    return (x >> 16) ^ x
+
+
+def _uniform(keys: torch.Tensor, steps: torch.Tensor, token_hash: torch.Tensor) -> torch.Tensor:
+    """Noise in (0, 1), [B, V] float32: a hash of (row key [B], step [B], token).
+
+    token_hash is _mix32 of the token ids [V], computed once. 23 bits are kept so that
+    (h + 0.5) / 2**23 is exact in float32 and never 0 or 1.
+    """
+    row = _mix32(keys ^ _mix32(steps & _MASK32))  # [B]
+    h = _mix32(token_hash[None, :] ^ row[:, None])  # [B, V]
+    return ((h >> 9).float() + 0.5) * 2.0**-23
+
+
+def _choose_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
+                   uniform: torch.Tensor) -> torch.Tensor:
+    """Next token per row [B] from float32 logits [B, V].
+
+    Rows with temperature 0 take the argmax. Others draw from the smallest set of most likely
+    tokens whose probability under softmax(logits / temperature) reaches top_p, using the
+    noise `uniform` ([B, V] in (0, 1)) through the Gumbel-max trick.
+    """
+    greedy = logits.argmax(-1)
+    scaled = logits / temperature.clamp_min(1e-6)[:, None]  # [B, V]
+    p_sorted, order = scaled.softmax(-1).sort(-1, descending=True)
+    mass_before = p_sorted.cumsum(-1) - p_sorted  # probability of the strictly more likely tokens
+    # Without the top_p < 1 test, float rounding of the cumsum could drop tail tokens at top_p = 1.
+    outside_sorted = (mass_before >= top_p[:, None]) & (top_p[:, None] < 1)
+    outside = torch.empty_like(outside_sorted).scatter_(-1, order, outside_sorted)
+    gumbel = -torch.log(-torch.log(uniform))
+    sampled = (scaled + gumbel).masked_fill(outside, float("-inf")).argmax(-1)
+    return torch.where(temperature > 0, sampled, greedy)
+
+
+def _row_key(seed: int, sample: int, prompt: str) -> int:
+    """The 32-bit noise key of one sample of one request."""
+    digest = hashlib.blake2b(f"{seed}\0{sample}\0{prompt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists.
+
+    A binary search on slice equality: the comparisons run in C, which beats a Python loop
+    over the thousand tokens of a few-shot header.
+    """
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _bucket(n: int, max_len: int) -> int:
+    """Cache slots a step attends over when n are in use: a power of two, at most max_len."""
+    size = _MIN_BUCKET
+    while size < n:
+        size *= 2
+    return min(size, max_len)
+
+
+# ---------------------------------------------------------------------------------------------
+# Completion text and stop strings.
+
+
+class _CompletionText:
+    """The text a row's new tokens add after its prompt, decoded a token at a time.
+
+    The contract: decode(prompt + new)[len(decode(prompt)):]. SentencePiece decodes a token
+    list piece by piece with two exceptions: the first piece of a text loses its leading
+    space, and byte pieces (<0xE2><0x82><0xAC>) become one character only once all have
+    arrived. Decoding behind a plain piece ("a") handles the first: the space between prompt
+    and completion is kept, as HumanEval's indentation needs; only a completion that starts
+    the text (after a bare BOS) is decoded without it. Leaving undecoded the tokens of an
+    unfinished character (`pending`) handles the second. So a step decodes a token or two,
+    never the whole completion.
+    """
+
+    def __init__(self, tokenizer, prompt: list[int], stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.anchor = tokenizer.encode("a")
+        self.anchor_len = len(tokenizer.decode(self.anchor))
+        self.at_start = tokenizer.decode(prompt) == ""
+        self.overlap = max((len(s) for s in stops), default=1) - 1  # old characters a new match can use
+        self.done = ""  # text of the tokens before `pending`; final
+        self.pending: list[int] = []
+        self.tail = ""  # text of `pending`, possibly ending in an unfinished character
+
+    def push(self, token: int) -> bool:
+        """Append a token; True when a stop string has appeared in the text."""
+        self.pending.append(token)
+        if self.at_start:
+            self.tail = self.tokenizer.decode(self.pending)
+        else:
+            self.tail = self.tokenizer.decode(self.anchor + self.pending)[self.anchor_len:]
+        # Only matches that end in the new text are new; earlier ones were seen earlier.
+        recent = self.done[max(0, len(self.done) - self.overlap):] + self.tail
+        stopped = any(s in recent for s in self.stops)
+        if not self.tail.endswith("\ufffd"):
+            if self.at_start:  # control tokens (BOS) decode to nothing anywhere: the text has not started
+                self.at_start = self.tokenizer.decode(self.anchor + self.pending)[self.anchor_len:] == ""
+            self.done, self.pending, self.tail = self.done + self.tail, [], ""
+        return stopped
+
+    def completion(self) -> str:
+        """The text so far, cut before the first occurrence of any stop string."""
+        text = self.done + self.tail
+        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return text[: min(found)] if found else text
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator.
+
+
+@dataclass
+class _Row:
+    """A cache row busy with one sample of one request."""
+
+    request: int
+    sample: int
+    token: int  # next input
+    position: int  # its slot and rotary position
+    key: int  # noise key of (seed, sample, prompt)
+    text: _CompletionText
+    generated: int = 0  # tokens chosen so far
+
+
+class Generator:
+    """Answers GenerationRequests with one KV cache of `max_batch` rows of `max_len` slots.
+
+    max_len (default: the model's window) bounds prompt + completion: a longer prompt is cut
+    from the left, keeping its last max_len - max_new_tokens tokens. use_cuda_graphs (default:
+    whether the model is on CUDA) replays the decode step as captured CUDA graphs.
+    prefill_tokens bounds the tokens (padding included) of one batched prefill forward.
+    """
+
+    def __init__(self, model: Transformer, tokenizer, max_batch: int = 32, max_len: int | None = None,
+                 use_cuda_graphs: bool | None = None, prefill_tokens: int = 4096):
+        window = model.args.max_seq_len
+        max_len = window if max_len is None else max_len
+        if not 2 <= max_len <= window:
+            raise UserError(f"max_len {max_len} must be between 2 and the model's window {window}")
+        if max_batch < 1:
+            raise UserError(f"max_batch {max_batch} must be at least 1")
+        self.device = model.tok_embeddings.weight.device
+        on_cuda = self.device.type == "cuda"
+        if use_cuda_graphs and not on_cuda:
+            raise UserError(f"use_cuda_graphs needs a model on a CUDA device, not {self.device}; leave it unset")
+        self.use_cuda_graphs = on_cuda if use_cuda_graphs is None else use_cuda_graphs
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.max_len, self.prefill_tokens = max_batch, max_len, prefill_tokens
+        self.cache = model.new_cache(max_batch, max_len)
+        self.stats = GenerationStats()
+        # Logits past the tokenizer's vocabulary (a padded embedding) are never chosen.
+        self.vocab = min(model.args.vocab_size, tokenizer.vocab_size)
+        self._token_hash = _mix32(torch.arange(self.vocab, device=self.device))
+        self._slots = torch.arange(max_len, device=self.device)
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # kv_len -> (graph, output)
+        self._static_in: tuple[torch.Tensor, torch.Tensor] | None = None  # the graphs' input buffers
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        out: list[GenerationResult | None] = [None] * len(requests)
+        for i, result in self.iter_generate(requests):
+            out[i] = result
+        return out  # type: ignore[return-value]
+
+    def iter_generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield (request index, result) as each request's last sample finishes."""
+        prompts = [self._prompt(r) for r in requests]
+        self.stats.requests += len(requests)
+        self.stats.truncated += sum(cut for _, cut in prompts)
+        queue = deque((q, s) for q, r in enumerate(requests) for s in range(r.n if r.temperature > 0 else 1))
+        completions: list[list[str]] = [[] for _ in requests]
+        left = [r.n if r.temperature > 0 else 1 for r in requests]
+        rows: list[_Row | None] = [None] * self.max_batch
+        held: list[list[int]] = [[] for _ in range(self.max_batch)]  # tokens in slots 0.. of each row
+        while queue or any(rows):
+            self._fill(rows, held, queue, requests, [ids for ids, _ in prompts])
+            chosen = self._decode(rows, requests)
+            for r, row in enumerate(rows):
+                if row is None or not self._advance(row, chosen[r], requests[row.request]):
+                    continue
+                rows[r] = None
+                q = row.request
+                completions[q].append((row.sample, row.text.completion()))
+                left[q] -= 1
+                if left[q] == 0:
+                    texts = tuple(text for _, text in sorted(completions[q]))
+                    if requests[q].temperature == 0:  # greedy: one sample stands for all n
+                        texts *= requests[q].n
+                    yield q, GenerationResult(texts, truncated=prompts[q][1])
+
+    # --- request intake --------------------------------------------------------------------
+
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        """BOS + prompt tokens, cut from the left to leave room for max_new_tokens; was it cut."""
+        r = request
+        if not 1 <= r.max_new_tokens < self.max_len:
+            raise UserError(f"max_new_tokens {r.max_new_tokens} must be at least 1 and below the window "
+                            f"of {self.max_len} tokens")
+        if not r.temperature >= 0:  # also rejects NaN
+            raise UserError(f"temperature {r.temperature} must be 0 (greedy) or positive")
+        if not 0 < r.top_p <= 1:
+            raise UserError(f"top_p {r.top_p} must be in (0, 1]")
+        if r.n < 1:
+            raise UserError(f"n {r.n} must be at least 1")
+        if isinstance(r.until, str) or any(not s for s in r.until):
+            raise UserError(f"until {r.until!r} must be a list of non-empty stop strings")
+        ids = self.tokenizer.encode(r.prompt, bos=True)
+        room = self.max_len - r.max_new_tokens
+        return (ids[-room:], True) if len(ids) > room else (ids, False)
+
+    def _fill(self, rows: list[_Row | None], held: list[list[int]], queue: deque,
+              requests: Sequence[GenerationRequest], prompts: list[list[int]]) -> None:
+        """Give free rows the next waiting items and load their prompts into the cache."""
+        wanted: dict[int, list[int]] = {}
+        for r in range(self.max_batch):
+            if rows[r] is not None or not queue:
+                continue
+            q, s = queue.popleft()
+            ids, req = prompts[q], requests[q]
+            wanted[r] = ids[:-1]  # the last prompt token is the first decode input
+            text = _CompletionText(self.tokenizer, ids, tuple(req.until))
+            rows[r] = _Row(q, s, ids[-1], len(ids) - 1, _row_key(req.seed, s, req.prompt), text)
+        self._load(wanted, held)
+
+    def _load(self, wanted: dict[int, list[int]], held: list[list[int]]) -> None:
+        """Make each row r of `wanted` hold the keys/values of wanted[r] in its first slots.
+
+        held[i] lists the tokens whose keys/values fill row i's first slots; it is updated.
+        Each distinct token list is run once, and only past its longest prefix found in the
+        cache: in a row not being refilled now, or in the refilled rows themselves (a finished
+        sample leaves its prompt for the next sample; a finished question of a few-shot task
+        leaves the task's header for the next question). Rows that already hold their tokens
+        are left alone.
+        """
+        by_tokens: dict[tuple[int, ...], list[int]] = {}
+        for r, tokens in wanted.items():
+            if _common_prefix(held[r], tokens) < len(tokens):
+                by_tokens.setdefault(tuple(tokens), []).append(r)
+        written = {r for rows in by_tokens.values() for r in rows}
+        kept = [i for i in range(self.max_batch) if i not in written]
+
+        def best_source(tokens: list[int], own: list[int]) -> tuple[int, int]:
+            """(row, c): a row among `own` and `kept` whose first c tokens are tokens[:c], c largest."""
+            src, c = max(((i, _common_prefix(held[i], tokens)) for i in own), key=lambda ic: ic[1])
+            for i in kept:
+                h = held[i]  # a longer match must agree at index c: a test that usually fails at once
+                if c < min(len(h), len(tokens)) and h[c] == tokens[c] and _common_prefix(h, tokens) > c:
+                    src, c = i, _common_prefix(h, tokens)
+            return src, c
+
+        plans = [(list(key), targets, *best_source(list(key), targets)) for key, targets in by_tokens.items()]
+        ran = 0
+        if len(plans) > 1:
+            # Prompts that share more than the cache holds (a few-shot header, when no row holds
+            # it yet) get the shared part run once, into one target row r0, and copied from there.
+            # r0's plan rewrites those slots with the same values, so any order of reads is safe.
+            header = plans[0][0][: min(_common_prefix(plans[0][0], p[0]) for p in plans[1:])]
+            if len(header) > max(c for *_, c in plans):
+                r0 = plans[0][1][0]
+                ran += self._prefill([(header, [r0], *best_source(header, [r0]))])
+                held[r0] = header
+                plans = [(tokens, rows, r0, len(header)) if len(header) > c else (tokens, rows, src, c)
+                         for tokens, rows, src, c in plans]
+        # Longest first, in groups whose scratch cache stays within prefill_tokens slots.
+        plans.sort(key=lambda p: -len(p[0]))
+        while plans:
+            S = len(plans[0][0])
+            k = max(1, min(len(plans), self.prefill_tokens // (S + 1)))
+            ran += self._prefill(plans[:k])
+            plans = plans[k:]
+        self.stats.prompt_tokens += ran
+        self.stats.prompt_tokens_reused += sum(len(tokens) for tokens in wanted.values()) - ran
+        for r, tokens in wanted.items():
+            held[r] = tokens
+
+    @torch.no_grad()
+    def _prefill(self, plans: list[tuple[list[int], list[int], int, int]]) -> int:
+        """Run a group of plans (tokens, rows, source row, c) through the model together;
+        returns the number of tokens run (padding excluded).
+
+        Row j of a scratch cache gets slots [0, c) from the source row, then the tokens past c
+        run right-padded at positions c, c+1, ... while attending to all earlier slots; last,
+        the scratch rows are copied into their target rows. A KVCache writes all of its rows,
+        so scattered target rows need the scratch. Every read of the cache (the prefixes)
+        happens before any write, and a plan reads only rows no other plan writes, so plans
+        need no ordering. Padding writes to the extra slot S, which no real query sees.
+        """
+        k, S = len(plans), max(len(p[0]) for p in plans)
+        T = max(len(tokens) - c for tokens, _, _, c in plans)
+        scratch = self.model.new_cache(k, S + 1)
+        ids = torch.zeros(k, max(T, 1), dtype=torch.long)
+        positions = torch.zeros(k, max(T, 1), dtype=torch.long)
+        slots = torch.full((k, max(T, 1)), S, dtype=torch.long)
+        for j, (tokens, _, src, c) in enumerate(plans):
+            scratch.k[:, j, :, :c] = self.cache.k[:, src, :, :c]
+            scratch.v[:, j, :, :c] = self.cache.v[:, src, :, :c]
+            n = len(tokens) - c
+            ids[j, :n] = torch.tensor(tokens[c:], dtype=torch.long)
+            positions[j] = c + torch.arange(max(T, 1))
+            slots[j, :n] = positions[j, :n]
+        if T > 0:
+            positions, slots = positions.to(self.device), slots.to(self.device)
+            mask = (torch.arange(S + 1, device=self.device) <= positions[:, :, None])[:, None]  # [k, 1, T, S+1]
+            self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=S + 1)
+        targets = torch.tensor([r for _, rows, _, _ in plans for r in rows], device=self.device)
+        scratch_rows = torch.tensor([j for j, (_, rows, _, _) in enumerate(plans) for _ in rows], device=self.device)
+        self.cache.k[:, targets, :, :S] = scratch.k[:, scratch_rows, :, :S]
+        self.cache.v[:, targets, :, :S] = scratch.v[:, scratch_rows, :, :S]
+        return sum(len(tokens) - c for tokens, _, _, c in plans)
+
+    # --- decoding ----------------------------------------------------------------------------
+
+    def _advance(self, row: _Row, token: int, request: GenerationRequest) -> bool:
+        """Take the chosen token into the row; True when the row is finished."""
+        row.generated += 1
+        self.stats.generated_tokens += 1
+        if token == self.tokenizer.eos_id:
+            return True
+        stopped = row.text.push(token)
+        if stopped or row.generated == request.max_new_tokens:
+            return True
+        row.token, row.position = token, row.position + 1
+        return False
+
+    def _decode(self, rows: list[_Row | None], requests: Sequence[GenerationRequest]) -> list[int]:
+        """One decode step over all rows; the token chosen for each (garbage for idle rows)."""
+        idle = self.max_len - 1  # a slot no kept token reaches (prompt + new tokens <= max_len)
+        ints, floats = [], []
+        for row in rows:
+            if row is None:
+                ints.append((0, idle, 0, 0))
+                floats.append((0.0, 1.0))
+            else:
+                req = requests[row.request]
+                ints.append((row.token, row.position, row.key, row.generated))
+                floats.append((req.temperature, req.top_p))
+        inputs = torch.tensor(ints, dtype=torch.long).T  # [4, B]
+        params = torch.tensor(floats, dtype=torch.float32).T  # [2, B]
+        kv_len = _bucket(max(row.position for row in rows if row is not None) + 1, self.max_len)
+        self.stats.decode_steps += 1
+        if self.use_cuda_graphs:
+            return self._replay(inputs, params, kv_len)
+        sample = any(p[0] > 0 for p in floats)
+        with torch.no_grad():
+            return self._step(inputs.to(self.device), params.to(self.device), kv_len, sample).tolist()
+
+    def _step(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int, sample: bool) -> torch.Tensor:
+        """Feed every row its next token and choose the one after: token ids [B].
+
+        inputs: int64 [4, B] = token, position, noise key, tokens generated so far.
+        params: float32 [2, B] = temperature (0: greedy), top_p. Shapes depend only on
+        max_batch and kv_len, and nothing syncs with the host, so a CUDA graph can hold it.
+        """
+        tokens, positions, keys, steps = inputs
+        positions = positions[:, None]  # [B, 1]
+        mask = (self._slots[:kv_len] <= positions)[:, None, None, :]  # [B, 1, 1, S]
+        h = self.model.hidden(tokens[:, None], positions, mask=mask, cache=self.cache, slots=positions,
+                              kv_len=kv_len)  # [B, 1, C]
+        logits = self.model.head(h[:, 0])[:, : self.vocab]  # [B, V]
+        if not sample:
+            return logits.argmax(-1)
+        return _choose_tokens(logits, params[0], params[1], _uniform(keys, steps, self._token_hash))
+
+    @torch.no_grad()
+    def _replay(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int) -> list[int]:
+        """The step as a CUDA graph for this kv_len, captured on first use (always sampling:
+        on a GPU the sampling arithmetic costs little and one graph per bucket is enough)."""
+        if self._static_in is None:
+            self._static_in = (inputs.to(self.device), params.to(self.device))
+        static_inputs, static_params = self._static_in
+        static_inputs.copy_(inputs)
+        static_params.copy_(params)
+        if kv_len not in self._graphs:
+            # Warm-up runs on the current inputs write the same keys/values the real step
+            # writes, so they change nothing; they settle cuBLAS and the allocator before capture.
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._step(static_inputs, static_params, kv_len, True)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._step(static_inputs, static_params, kv_len, True)
+            self._graphs[kv_len] = (graph, out)
+        graph, out = self._graphs[kv_len]
+        graph.replay()
+        return out.tolist()
