@@ -47,17 +47,22 @@ def hellaswag_like() -> list[R]:
 REQUESTS = mmlu_like() + hellaswag_like() + [R("", "Once upon a time"), R("Paris", ""), R("The dog ", "jumps")]
 
 
-@pytest.mark.parametrize("batch_tokens", [1, 5, 64, 4096])
-@pytest.mark.parametrize("share", [True, False])
-def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, batch_tokens, share):
+@pytest.fixture(scope="module")
+def references(tiny_model_and_tokenizer):
+    model, tok = tiny_model_and_tokenizer
+    return [reference(model, tok, r) if r.continuation else None for r in REQUESTS]
+
+
+@pytest.mark.parametrize("batch_tokens, share", [(1, True), (5, True), (64, True), (4096, True), (64, False), (4096, False)])
+def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, references, batch_tokens, share):
     model, tok = tiny_model_and_tokenizer
     scorer = Scorer(model, tok, batch_tokens=batch_tokens, share_prefixes=share)
     results = scorer.loglikelihood(REQUESTS)
-    for req, res in zip(REQUESTS, results):
+    for req, res, ref in zip(REQUESTS, results, references):
         if not req.continuation:
             assert (res.logprob, res.is_greedy, res.n_tokens) == (0.0, True, 0)
             continue
-        lp, greedy = reference(model, tok, req)
+        lp, greedy = ref
         assert res.logprob == pytest.approx(lp, abs=1e-4)
         assert res.is_greedy == greedy
         assert res.n_tokens == len(tok.encode_pair(req.context, req.continuation)[1])
