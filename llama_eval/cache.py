@@ -18,7 +18,7 @@ from typing import Iterable
 
 from .requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 
-COMMIT_SECONDS = 1.0
+COMMIT_SECONDS = 0.25
 
 
 def request_key(namespace: str, req: Request) -> str:

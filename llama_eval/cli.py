@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", dest="use_cache", action="store_false")
     p.add_argument("--paper-model", default=DEFAULTS["paper_model"], help="paper row to compare with, e.g. LLaMA-7B")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel ranks per model copy (under torchrun)")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULTS["dist_timeout"],
+                   help="seconds a rank waits for the others before the run stops")
+
+    p = sub.add_parser("plan", help="memory each GPU needs for a model, before any weights are read")
+    p.add_argument("--model", required=True, help="preset or checkpoint folder")
+    p.add_argument("--gpus", type=int, required=True)
+    p.add_argument("--gpu-memory", type=float, required=True, help="GiB per GPU")
+    p.add_argument("--tp", type=int, default=None, help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"])
+    p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"])
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
 
     p = sub.add_parser("score", help="log-likelihoods for your own {id, context, continuation} lines")
     _model_flags(p)
@@ -140,6 +152,8 @@ def cmd_run(args) -> int:
     for key in ("options", "include", "task_shots"):
         values[key] = tuple(values[key])
     outcome = evaluate(RunConfig(**values))
+    if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     run = reporting.load_run(outcome.run_dir)
     for table in reporting.tables_for([run]):
         print(reporting.paper_table(table, [run], "md", show_diff=True))
@@ -263,6 +277,14 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .parallel_plan import cmd_plan_text
+
+    print(cmd_plan_text(args.model, args.gpus, args.gpu_memory, tp=args.tp, batch_tokens=args.batch_tokens,
+                        max_batch=args.max_batch, dtype=args.dtype))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -311,7 +333,7 @@ def cmd_data(args) -> int:
 COMMANDS = {
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
-    "data": cmd_data,
+    "data": cmd_data, "plan": cmd_plan,
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import __version__, reporting, tasks as registry
+from . import __version__, parallel, reporting, tasks as registry
 from .errors import UserError
 from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
@@ -50,6 +50,8 @@ class RunConfig:
     use_cache: bool = True
     paper_model: str | None = None  # paper row to compare with; None: from the preset name
     progress: bool = True
+    tp: int = 1  # tensor-parallel ranks per model copy (under torchrun; the rest is data parallel)
+    dist_timeout: float = 1800.0  # seconds a rank waits for the others before the run stops
 
 
 @dataclass
@@ -112,17 +114,26 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     return runs
 
 
-def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: bool = True) -> dict[Request, Result]:
-    """Results for the distinct `requests`: from the cache where present, else from the engine."""
+def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: bool = True,
+           dist: parallel.Dist | None = None) -> dict[Request, Result]:
+    """Results for the distinct `requests`: from the cache where present, else from the engine.
+
+    Under torchrun every rank calls this with the same requests; rank 0 alone holds the cache,
+    tells the others what is left, and receives every result (the others get {}).
+    """
     unique = list(dict.fromkeys(requests))
     done: dict[Request, Result] = cache.get_many(unique) if cache is not None else {}
-    todo_ll = [r for r in unique if isinstance(r, LoglikelihoodRequest) and r not in done]
-    todo_gen = [r for r in unique if isinstance(r, GenerationRequest) and r not in done]
+    cached = [r in done for r in unique]
+    if dist is not None:
+        cached = parallel.broadcast_object(cached, dist)
+    todo_ll = [r for r, c in zip(unique, cached) if not c and isinstance(r, LoglikelihoodRequest)]
+    todo_gen = [r for r, c in zip(unique, cached) if not c and isinstance(r, GenerationRequest)]
     for phase, todo, run in (("scoring", todo_ll, engine.iter_loglikelihood),
                              ("generating", todo_gen, engine.iter_generate)):
         if not todo:
             continue
-        for i, res in _progress(run(todo), len(todo), phase, engine, progress):
+        results = run(todo) if dist is None else parallel.iter_data_parallel(todo, run, engine.tokenizer, dist)
+        for i, res in _progress(results, len(todo), phase, engine, progress):
             done[todo[i]] = res
             if cache is not None:
                 cache.put(todo[i], res)
@@ -144,28 +155,42 @@ def _progress(results: Iterator, total: int, phase: str, engine: "Engine", enabl
 
 
 class Engine:
-    """The scorer and the generator over one loaded model."""
+    """The scorer and the generator over one loaded model.
 
-    def __init__(self, model, tokenizer, config: RunConfig):
-        from .engine.generation import Generator
+    The generator's KV cache (max_batch rows of the whole window) is allocated only when a run
+    has generation requests, so scoring-only runs keep that memory for the scorer.
+    """
+
+    def __init__(self, model, tokenizer, config: RunConfig, tp: int = 1):
         from .engine.scoring import Scorer
 
-        self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes)
-        self.generator = Generator(model, tokenizer, max_batch=config.max_batch)
+        self.model, self.tokenizer, self.config, self.tp = model, tokenizer, config, tp
+        # A vocabulary-parallel output scores tokens without gathering whole logit rows.
+        self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes,
+                             token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None)
+        self.generator = None
 
     def iter_loglikelihood(self, requests):
         return self.scorer.iter_loglikelihood(requests)
 
     def iter_generate(self, requests):
+        if self.generator is None:
+            from .engine.generation import Generator
+
+            # CUDA graphs are left out under tensor parallelism: collectives inside a captured
+            # graph have not been checked on several GPUs.
+            self.generator = Generator(self.model, self.tokenizer, max_batch=self.config.max_batch,
+                                       use_cuda_graphs=False if self.tp > 1 else None)
         return self.generator.iter_generate(requests)
 
     def tokens(self) -> int:
         """Tokens run through the model so far (scoring + generation), for throughput."""
-        g = self.generator.stats
-        return self.scorer.stats.tokens_run + g.prompt_tokens + g.generated_tokens
+        g = self.generator.stats if self.generator else None
+        return self.scorer.stats.tokens_run + (g.prompt_tokens + g.generated_tokens if g else 0)
 
     def stats(self) -> dict[str, Any]:
-        return {"scoring": dataclasses.asdict(self.scorer.stats), "generation": dataclasses.asdict(self.generator.stats)}
+        return {"scoring": dataclasses.asdict(self.scorer.stats),
+                "generation": dataclasses.asdict(self.generator.stats) if self.generator else None}
 
 
 def score(runs: list[TaskRun], results: dict[Request, Result], settings: Settings) -> None:
@@ -184,7 +209,8 @@ def model_label(spec: str) -> str:
 def config_hash(config: RunConfig, fingerprint: str) -> str:
     """Hash of everything that decides the numbers (not output paths or progress bars)."""
     relevant = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in {"output", "cache", "use_cache", "progress", "batch_tokens", "max_batch", "model"}}
+                if k not in {"output", "cache", "use_cache", "progress", "batch_tokens", "max_batch", "model", "tp",
+                             "dist_timeout"}}
     relevant["fingerprint"] = fingerprint
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -193,15 +219,39 @@ def docs_fingerprint(docs: list[Doc]) -> str:
     return hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
-    """Run `config` end to end and write the run folder; see the module docstring."""
+def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome | None:
+    """Run `config` end to end and write the run folder; see the module docstring.
+
+    Under torchrun every rank calls this; rank 0 writes the files and returns the outcome,
+    the other ranks return None.
+    """
+    dist = parallel.init_from_env(config.tp, config.device, config.dist_timeout)
+    try:
+        with parallel.report_failure(dist):
+            return _evaluate(config, dist, load)
+    finally:
+        parallel.shutdown(dist)
+
+
+def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | None) -> RunOutcome | None:
     from .model.checkpoint import RANDOM_PREFIX, load_checkpoint, resolve_spec
 
     if load is None and not config.model.startswith(RANDOM_PREFIX):
         resolve_spec(config.model)  # a wrong model name fails before any data is read
     settings = settings_of(config)
     runs = plan(config, settings)
-    loaded = (load or load_checkpoint)(config.model, device=config.device, dtype=config.dtype, tokenizer=config.tokenizer)
+    kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer)
+    if dist is not None and dist.tp > 1:
+        loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
+    else:
+        loaded = (load or load_checkpoint)(config.model, **kw)
+    main = dist is None or dist.is_main
+    engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
+    requests = [r for run in runs for reqs in run.requests for r in reqs]
+    if not main:
+        answer(requests, engine, None, False, dist)
+        return None
+
     run_dir = Path(config.output or Path("runs") / model_label(config.model))
     run_dir.mkdir(parents=True, exist_ok=True)
     info = loaded.info
@@ -217,10 +267,9 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
         from .cache import ResultCache
 
         cache = ResultCache(config.cache or run_dir / "cache.sqlite", f"{info.fingerprint}:{info.dtype}")
-    engine = Engine(loaded.model, loaded.tokenizer, config)
     started = time.monotonic()
     try:
-        results = answer([r for run in runs for reqs in run.requests for r in reqs], engine, cache, config.progress)
+        results = answer(requests, engine, cache, config.progress, dist)
     finally:
         if cache is not None:
             cache.close()
@@ -237,7 +286,8 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome:
         )
     reporting.write_summary(run_dir, summary)
     stats = {"seconds": round(seconds, 2), **engine.stats(),
-             "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None}
+             "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
+             "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats, datasets={
         f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
                                      "source": getattr(r.task, "source_description", "")} for r in runs})

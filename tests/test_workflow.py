@@ -52,7 +52,7 @@ def write_piqa(data: Path, n: int) -> Path:
 
 def run_args(model: Path, data: Path, out: Path) -> list[str]:
     return ["run", "--model", str(model), "--tasks", "piqa", "--data-dir", str(data), "--output", str(out),
-            "--batch-tokens", "16", "--no-progress", "--device", "cpu"]
+            "--batch-tokens", "4", "--no-progress", "--device", "cpu"]
 
 
 def cached_rows(db: Path) -> int:
