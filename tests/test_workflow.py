@@ -176,3 +176,31 @@ def test_plugin_task_from_include_runs_end_to_end(tmp_path, capsys):
     summary = pd.read_csv(out / "summary.csv")
     acc = summary[(summary["task"] == "capitals") & (summary["metric"] == "acc")]
     assert len(acc) == 1 and acc["value"].iloc[0] == pytest.approx(100 * samples["correct"].mean())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
+    """`llama-eval run` under torchrun (gloo on CPU): 2 data-parallel ranks (tp=1) or one model
+    split over 2 tensor-parallel ranks (tp=2) write what one process writes."""
+    model = write_meta_checkpoint(tmp_path / "model", dim=64, layers=2)
+    data = write_piqa(tmp_path / "data", 40)
+    assert main(run_args(model, data, tmp_path / "single")) == 0
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "llama_eval",
+           *run_args(model, data, tmp_path / "multi"), "--tp", str(tp), "--dist-timeout", "60"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (pd.read_csv(tmp_path / d / "samples_piqa.csv") for d in ("single", "multi"))
+    pd.testing.assert_frame_equal(a.drop(columns="extra"), b.drop(columns="extra"))
+    for x, y in zip(a["extra"], b["extra"]):
+        assert json.loads(x)["logprobs"] == pytest.approx(json.loads(y)["logprobs"], abs=1e-4)
+    assert json.loads((tmp_path / "multi" / "run.json").read_text())["stats"]["processes"] == 2
