@@ -32,7 +32,6 @@ import random
 import resource
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -43,7 +42,6 @@ from llama_eval.model.llama import PRESETS, build, init_random
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
-DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizer" / "tokenizer.model"
 SIZES = ["tiny", *workloads.SIZES]
 
 # Workload shapes per scale: CPU keeps the whole run under a minute; GPU is the real shape.
@@ -167,7 +165,7 @@ def run_side(args, side: str) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = Tokenizer(args.tokenizer)
-    model = random_model(args.size, tok.vocab_size, device, dtype)
+    model = random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
     shape = SHAPES["cuda" if device.startswith("cuda") else "cpu"]
     window = model.args.max_seq_len
     if side == "ours":
@@ -213,7 +211,8 @@ def main() -> None:
     p.add_argument("--size", default="small", choices=SIZES)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
+    p.add_argument("--tokenizer", default=str(workloads.DEFAULT_TOKENIZER))
+    p.add_argument("--vocab", type=int, default=32000, help="output size of the random model")
     p.add_argument("--workloads", default="gsm8k,decode-b1,decode-b64")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
     p.add_argument("--threads", type=int, default=0,

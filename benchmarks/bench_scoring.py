@@ -16,19 +16,15 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workloads  # noqa: E402
+import workloads  # beside this script, which Python puts first on the import path
 
-from llama_eval.engine.scoring import Scorer  # noqa: E402
-from llama_eval.model.tokenizer import Tokenizer  # noqa: E402
+from llama_eval.engine.scoring import Scorer
+from llama_eval.model.tokenizer import Tokenizer
 
-DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizer" / "tokenizer.model"
 
 
 def _sync(device: str) -> None:
@@ -67,11 +63,12 @@ def run_side(args, name: str, side: str) -> tuple[dict, list[float]]:
     """Build the model and the workload, run one side; (figures, log-probs)."""
     device, dtype = args.device, getattr(torch, args.dtype)
     tok = Tokenizer(args.tokenizer)
-    model = workloads.random_model(args.size, tok.vocab_size, device, dtype)
+    model = workloads.random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
     s = args.scale
-    reqs = {"mmlu": lambda: workloads.mmlu(subjects=2 * s, questions=8 * s),
+    reqs = {"mmlu": lambda: workloads.mmlu(subjects=2, questions=8 * s),
             "hellaswag": lambda: workloads.hellaswag(questions=16 * s),
-            "boolq": lambda: workloads.boolq(questions=8 * s)}[name]()
+            "boolq": lambda: workloads.boolq(questions=8 * s),
+            "long_context": lambda: workloads.long_context(questions=4 * s)}[name]()
     if side == "ours":
         Scorer(model, tok, batch_tokens=args.batch_tokens).loglikelihood(reqs[:8])  # warm-up
         scorer = Scorer(model, tok, batch_tokens=args.batch_tokens)
@@ -114,10 +111,11 @@ def main() -> None:
     p.add_argument("--size", default="small", choices=list(workloads.SIZES))
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
-    p.add_argument("--workloads", default="mmlu,hellaswag,boolq")
+    p.add_argument("--tokenizer", default=str(workloads.DEFAULT_TOKENIZER))
+    p.add_argument("--vocab", type=int, default=32000, help="output size of the random model")
+    p.add_argument("--workloads", default="mmlu,hellaswag,boolq,long_context")
     p.add_argument("--scale", type=int, default=1, help="multiply the number of questions")
-    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--batch-tokens", type=int, default=None, help="default: the scorer's, twice the model width")
     p.add_argument("--hf-rows", type=int, default=16, help="rows per batch in the Hugging Face recipe")
     args = p.parse_args()
     torch.manual_seed(0)

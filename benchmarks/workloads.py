@@ -9,6 +9,7 @@ two answers, scored again after "Answer:" for calibration).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from dataclasses import replace
 
 import torch
@@ -19,6 +20,13 @@ from llama_eval.requests import LoglikelihoodRequest as R
 WORDS = ("the of and to in is was for on that with as by at from his her an which have are were be this one had "
          "but not they all their has been more who can will would there when what about time up out into other "
          "river king water city people music war energy cell market law court body light form power").split()
+
+_REPO = Path(__file__).resolve().parents[1]
+# The real LLaMA tokenizer when ../shared/data is beside the checkout, else the demo's small one
+# (token ids then stay below its 320 pieces, but the model still has --vocab outputs, so the
+# cost of the output layer is the real one).
+DEFAULT_TOKENIZER = next(p for p in (_REPO.parent / "shared" / "data" / "tokenizer" / "tokenizer.model",
+                                     _REPO / "llama_eval" / "data" / "demo" / "tokenizer.model") if p.exists())
 
 SIZES = {
     # small enough for a 2-core CPU, but with the real vocabulary so output cost is realistic
@@ -60,6 +68,16 @@ def boolq(questions: int, seed: int = 2) -> list[R]:
     for _ in range(questions):
         ctx = f"{_text(rng, 110).capitalize()}.\nQuestion: {_text(rng, 8)}?\nAnswer:"
         reqs += [R(ctx, " yes"), R(ctx, " no"), R("Answer:", " yes"), R("Answer:", " no")]
+    return reqs
+
+
+def long_context(questions: int, words: int = 1100, seed: int = 3) -> list[R]:
+    """~1,500-token passages with two short answers: memory must not grow with context x vocabulary."""
+    rng = random.Random(seed)
+    reqs = []
+    for _ in range(questions):
+        ctx = f"{_text(rng, words).capitalize()}.\nQuestion: {_text(rng, 8)}?\nAnswer:"
+        reqs += [R(ctx, " yes"), R(ctx, " no")]
     return reqs
 
 

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="folder of release files (default: Hugging Face hub)")
     p.add_argument("--output", default=DEFAULTS["output"], help="run folder (default: runs/<model>)")
-    p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], help="tokens per scoring forward")
+    p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], help="tokens per scoring forward (default: twice the model width)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"], help="rows decoded together")
     p.add_argument("--no-prefix-sharing", dest="share_prefixes", action="store_false", help="for checking only")
     p.add_argument("--samples", type=int, default=DEFAULTS["samples"], help="generation samples per problem")

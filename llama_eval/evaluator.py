@@ -35,7 +35,7 @@ class RunConfig:
     seed: int = 1234  # few-shot selection and sampling
     data_dir: str | None = None  # release files; None: the Hugging Face hub
     output: str | None = None  # run folder; None: runs/<model label>
-    batch_tokens: int = 4096  # tokens per scoring forward
+    batch_tokens: int | None = None  # tokens per scoring forward; None: 2 x model width
     max_batch: int = 32  # rows decoded together in generation
     device: str | None = None  # None: cuda if available, else cpu
     dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu

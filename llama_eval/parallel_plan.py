@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from .engine.scoring import LOGIT_ROWS
+from .engine.scoring import LOGIT_ROWS, default_batch_tokens
 from .errors import UserError
 from .model.llama import PRESETS, ModelArgs, preset
 from .parallel import splits_evenly
@@ -96,11 +96,12 @@ def rank_memory(args: ModelArgs, tp: int, dtype: str, batch_tokens: int, window:
 
 
 def plan_memory(model: str | ModelArgs, gpus: int, gpu_memory_gb: float, tp: int | None = None,
-                batch_tokens: int = 4096, window: int | None = None, dtype: str = "bfloat16",
+                batch_tokens: int | None = None, window: int | None = None, dtype: str = "bfloat16",
                 max_batch: int = 32) -> dict:
     """The memory one rank needs and whether it fits in gpu_memory_gb (GiB, as nvidia-smi's
     80 GB H100 has 80 GiB); tp None chooses the smallest tensor-parallel size that fits."""
     label, args = model_args(model)
+    batch_tokens = batch_tokens or default_batch_tokens(args)
     if gpus < 1 or gpu_memory_gb <= 0:
         raise UserError(f"--gpus {gpus} and --gpu-memory {gpu_memory_gb} must be positive")
     if dtype not in BYTES_PER_PARAM:
@@ -156,7 +157,7 @@ def format_plan(report: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_plan_text(model: str, gpus: int, gpu_memory: float, tp: int | None = None, batch_tokens: int = 4096,
+def cmd_plan_text(model: str, gpus: int, gpu_memory: float, tp: int | None = None, batch_tokens: int | None = None,
                   max_batch: int = 32, window: int | None = None, dtype: str = "bfloat16") -> str:
     """What `llama-eval plan` prints."""
     return format_plan(plan_memory(model, gpus, gpu_memory, tp, batch_tokens, window, dtype, max_batch))

@@ -269,7 +269,7 @@ def test_stories260k_greedy_matches_llama2c(shared_data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_step_equals_eager_step(tiny_model_and_tokenizer):
     model, tok = tiny_model_and_tokenizer
-    model = copy.deepcopy(model).cuda()
+    model = copy.deepcopy(model).to("cuda")
     reqs = [G(p, max_new_tokens=3 + 2 * i, temperature=0.7 * (i % 2), n=1 + i % 2, seed=i)
             for i, p in enumerate(PROMPTS)]
     graphs = Generator(model, tok, max_batch=4, use_cuda_graphs=True).generate(reqs)

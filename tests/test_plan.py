@@ -22,11 +22,11 @@ def test_7b_on_one_gpu():
     activations = 6 * 4096 * 4096 * 4 + 3 * 4096 * 11008 * 2 + 4096 * (2048 + 4096) + 2 * 512 * 32000 * 4
     want = {"weights": 2 * params, "kv_scoring": slot * (2048 + 4096), "kv_generation": slot * 32 * 2048,
             "activations": activations, "overhead": 3 * GIB // 2}
-    report = plan_memory("7b", gpus=1, gpu_memory_gb=80)
+    report = plan_memory("7b", gpus=1, gpu_memory_gb=80, batch_tokens=4096)
     assert report["per_rank"] == {**want, "total": sum(want.values())}
     assert report["per_rank"]["kv_generation"] == 32 * GIB
     assert (report["tp"], report["dp"], report["fits"], report["parameters"]) == (1, 1, True, params)
-    assert not plan_memory("7b", gpus=1, gpu_memory_gb=40)["fits"]  # 49.8 GiB
+    assert not plan_memory("7b", gpus=1, gpu_memory_gb=40, batch_tokens=4096)["fits"]  # 49.8 GiB
 
 
 def test_65b_on_eight_gpus_chooses_tp4():
@@ -38,13 +38,19 @@ def test_65b_on_eight_gpus_chooses_tp4():
     activations = 6 * 4096 * C * 4 + 3 * 4096 * (F // 4) * 2 + 4096 * 6144 + 2 * 512 * (V // 4) * 4
     want = {"weights": 2 * per_rank, "kv_scoring": slot * 6144, "kv_generation": slot * 32 * 2048,
             "activations": activations, "overhead": 3 * GIB // 2}
-    report = plan_memory("65b", gpus=8, gpu_memory_gb=80)
+    report = plan_memory("65b", gpus=8, gpu_memory_gb=80, batch_tokens=4096)
     assert (report["tp"], report["dp"], report["fits"], report["chosen"]) == (4, 2, True, "smallest that fits")
     assert report["per_rank"] == {**want, "total": sum(want.values())}
     assert round(report["per_rank"]["total"] / GIB, 2) == 76.95
     assert [(a["tp"], a["fits"]) for a in report["alternatives"]] == [(1, False), (2, False), (4, True), (8, True)]
     # A smaller generation batch lets two GPUs hold one copy: 61.0 + 5 + 7.5 + 1.1 + 1.5 GiB.
-    assert plan_memory("65b", gpus=8, gpu_memory_gb=80, max_batch=2)["tp"] == 2
+    assert plan_memory("65b", gpus=8, gpu_memory_gb=80, batch_tokens=4096, max_batch=2)["tp"] == 2
+
+
+def test_default_batch_tokens_is_the_scorers():
+    # The scorer packs twice the model width per forward, at most 4,096 tokens.
+    assert plan_memory("7b", gpus=1, gpu_memory_gb=80)["batch_tokens"] == 4096
+    assert plan_memory("65b", gpus=8, gpu_memory_gb=80)["batch_tokens"] == 4096
 
 
 def test_given_tp_and_invalid_tp():

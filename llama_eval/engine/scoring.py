@@ -36,6 +36,17 @@ from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
 
 
+def default_batch_tokens(args) -> int:
+    """Tokens per packed forward when not given: twice the model width, within [256, 4096].
+
+    A packed row of N tokens attends densely over itself (the tree mask only zeroes scores), so
+    attention costs about N / (12 x width) of the projections' work: 2 x width keeps that near
+    a sixth for small models, and from 7B up the cap of 4,096 tokens (a twelfth or less) still
+    gives matrix products that fill a GPU.
+    """
+    return min(4096, max(256, 2 * args.dim))
+
+
 @dataclass
 class ScoringStats:
     requests: int = 0
@@ -100,7 +111,7 @@ def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie
 class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
-    def __init__(self, model, tokenizer, batch_tokens: int = 4096, share_prefixes: bool = True,
+    def __init__(self, model, tokenizer, batch_tokens: int | None = None, share_prefixes: bool = True,
                  max_len: int | None = None, token_logprobs=None):
         """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
         computes the scored tokens' log-probs from hidden rows; the default materialises the
@@ -108,7 +119,7 @@ class Scorer:
         self.model = model
         self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or default_batch_tokens(model.args)
         self.share_prefixes = share_prefixes
         self.window = max_len or model.args.max_seq_len
         self.stats = ScoringStats()
