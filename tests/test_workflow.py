@@ -204,3 +204,23 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     for x, y in zip(a["extra"], b["extra"]):
         assert json.loads(x)["logprobs"] == pytest.approx(json.loads(y)["logprobs"], abs=1e-4)
     assert json.loads((tmp_path / "multi" / "run.json").read_text())["stats"]["processes"] == 2
+
+
+def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_tokenizer_path, tmp_path):
+    """All thirteen tasks, the paper's shot counts, the real files, two documents each."""
+    from llama_eval.tasks import TASKS
+
+    out = tmp_path / "real"
+    argv = ["run", "--model", "random:tiny", "--tokenizer", str(llama_tokenizer_path), "--tasks", ",".join(TASKS),
+            "--data-dir", str(shared_data), "--limit", "2", "--samples", "2", "--option", "humaneval_k=1",
+            "--allow-code-execution", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    headline = summary[summary["group"].isna()]
+    for task in TASKS:
+        assert (headline["task"] == task).any(), task
+    shots = {t: sorted(set(headline[headline["task"] == t]["shots"])) for t in ("nq_open", "triviaqa", "mmlu", "gsm8k")}
+    assert shots == {"nq_open": [0, 1, 5, 64], "triviaqa": [0, 1, 5, 64], "mmlu": [5], "gsm8k": [8]}
+    run = json.loads((out / "run.json").read_text())
+    assert run["stats"]["scoring"]["truncated"] == 0 and run["stats"]["generation"]["truncated"] == 0
+    assert "UNFILTERED" in run["datasets"]["triviaqa@0"]["source"]
