@@ -201,16 +201,20 @@ def load_humaneval_problems(path: str | Path) -> dict[str, dict]:
         raise UserError(f"HumanEval file {path} does not exist; expected HumanEval.jsonl.gz from openai/human-eval")
     opener = gzip.open if path.suffix == ".gz" else open
     problems = {}
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            record = _json_line(path, line_number, line)
-            for field in ("task_id", "prompt", "entry_point", "test"):
-                _require_str(record, field, path, line_number)
-            if record["task_id"] in problems:
-                raise UserError(f"{path}:{line_number}: duplicate task_id {record['task_id']!r}")
-            problems[record["task_id"]] = record
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for line_number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                record = _json_line(path, line_number, line)
+                for field in ("task_id", "prompt", "entry_point", "test"):
+                    _require_str(record, field, path, line_number)
+                if record["task_id"] in problems:
+                    raise UserError(f"{path}:{line_number}: duplicate task_id {record['task_id']!r}")
+                problems[record["task_id"]] = record
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        kind = "gzip-compressed " if path.suffix == ".gz" else ""
+        raise UserError(f"{path}: not a {kind}JSON Lines file ({e}); the file is damaged") from None
     if not problems:
         raise UserError(f"HumanEval file {path} holds no problems")
     return problems

@@ -35,29 +35,12 @@ class ARCEasy(MultipleChoiceTask):
     scoring = "chars"
     release_path: ClassVar[str] = "arc/ARC-Easy/ARC-Easy-Test.jsonl"
 
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
-
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, self.release_path)
-        docs = []
-        for lineno, row in data.read_records(path):
-            stem, texts, labels = data.ai2_question(row, path, lineno)
-            docs.append(self._doc(row, stem, texts, labels, path, lineno))
-        return docs
+        return [data.ai2_release_doc(row, path, lineno) for lineno, row in data.read_records(path)]
 
     def from_hf_row(self, row: dict[str, Any], index: int) -> Doc:
-        source = data.hf_source(self.hf_dataset)
-        texts, labels = data.hf_choices(row, source, index + 1)
-        return self._doc(row, data.field(row, "question", source, index + 1), texts, labels, source, index + 1)
-
-    def _doc(self, row: dict[str, Any], stem: str, texts: list[str], labels: list[str], source: Any,
-             lineno: int) -> Doc:
-        key = data.field(row, "answerKey", source, lineno)
-        return {"id": data.field(row, "id", source, lineno), "question": stem, "choices": texts,
-                "labels": labels, "gold": data.answer_index(labels, key, source, lineno)}
+        return data.ai2_hub_doc(row, "question", data.hf_source(self.hf_dataset), index + 1)
 
     def context(self, doc: Doc, shots: list[Doc]) -> str:
         return f"Question: {doc['question']}\nAnswer:"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+from . import data
 from ..errors import UserError
 from ..metrics import mean_stderr
 from ..requests import GenerationRequest, LoglikelihoodRequest, Request, Result
@@ -71,7 +72,19 @@ class Task:
 
     # -- data -------------------------------------------------------------------------
     def load(self, data_dir: Path | None) -> list[Doc]:
-        """Evaluation documents, from the release files under data_dir or from the hub."""
+        """Evaluation documents: `from_release(data_dir)` when a data folder is given, else
+        each row of the hub dataset `hf_dataset` through `from_hf_row`; both must give the
+        same documents for the same rows."""
+        if data_dir is not None:
+            return self.from_release(Path(data_dir))
+        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
+
+    def from_release(self, data_dir: Path) -> list[Doc]:
+        """Documents from the release files under data_dir (the layout of ../shared/data)."""
+        raise NotImplementedError
+
+    def from_hf_row(self, row: dict[str, Any], index: int) -> Doc:
+        """The document of the hub dataset's row number `index` (0-based)."""
         raise NotImplementedError
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
@@ -122,7 +135,8 @@ class MultipleChoiceTask(Task):
     Scoring rules (`scoring`, ../shared/reference/PROTOCOL.md §3):
       "chars"      log-likelihood / characters of the choice, leading space not counted
                    (the paper's default, after Gao et al. 2021)
-      "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA)
+      "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA); the bare
+                   context is the option <task name>_calibration_context (default "Answer:")
       "raw"        log-likelihood as is
     The per-document metrics are `acc` (the task's rule, the paper's number), `acc_raw`
     (unnormalised), `acc_chars` (length-normalised), and `acc_calibrated` where computed.
@@ -144,7 +158,8 @@ class MultipleChoiceTask(Task):
         ctx = self.context(doc, shots)
         reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
         if self.scoring == "calibrated":
-            reqs += [LoglikelihoodRequest(self.calibration_context, c) for c in self.choices(doc)]
+            bare = settings.option(f"{self.name}_calibration_context", self.calibration_context)
+            reqs += [LoglikelihoodRequest(bare, c) for c in self.choices(doc)]
         return reqs
 
     def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:

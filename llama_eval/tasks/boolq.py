@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data
-from .base import Doc, MultipleChoiceTask, Settings
-from ..requests import LoglikelihoodRequest, Request
+from .base import Doc, MultipleChoiceTask
 
 
 class BoolQ(MultipleChoiceTask):
@@ -34,11 +33,6 @@ class BoolQ(MultipleChoiceTask):
     headline_metric = "acc"
     hf_dataset = ("aps/super_glue", "boolq", "validation")
     scoring = "calibrated"
-
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "boolq/val.jsonl")
@@ -70,10 +64,3 @@ class BoolQ(MultipleChoiceTask):
 
     def gold(self, doc: Doc) -> int:
         return int(doc["answer"])
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        # The base shape's requests, with the bare calibration context read from the option.
-        bare = settings.option("boolq_calibration_context", self.calibration_context)
-        ctx = self.context(doc, shots)
-        return ([LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
-                + [LoglikelihoodRequest(bare, c) for c in self.choices(doc)])

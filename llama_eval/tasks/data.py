@@ -120,6 +120,25 @@ def ai2_question(row: dict[str, Any], path: Path | str, lineno: int) -> tuple[st
     return stem, texts, labels
 
 
+def ai2_release_doc(row: dict[str, Any], path: Path, lineno: int) -> dict[str, Any]:
+    """An AI2 release row (ARC, OpenBookQA) as a document: id, question, choices, labels, gold."""
+    stem, texts, labels = ai2_question(row, path, lineno)
+    return _ai2_doc(row, stem, texts, labels, path, lineno)
+
+
+def ai2_hub_doc(row: dict[str, Any], stem_field: str, source: str, lineno: int) -> dict[str, Any]:
+    """The same document from a hub row ({"id", stem_field, "choices": {"text", "label"}, "answerKey"})."""
+    texts, labels = hf_choices(row, source, lineno)
+    return _ai2_doc(row, field(row, stem_field, source, lineno), texts, labels, source, lineno)
+
+
+def _ai2_doc(row: dict[str, Any], stem: str, texts: list[str], labels: list[str], source: Path | str,
+             lineno: int) -> dict[str, Any]:
+    key = field(row, "answerKey", source, lineno)
+    return {"id": field(row, "id", source, lineno), "question": stem, "choices": texts,
+            "labels": labels, "gold": answer_index(labels, key, source, lineno)}
+
+
 def hf_choices(row: dict[str, Any], source: str, lineno: int) -> tuple[list[str], list[str]]:
     """(choice texts, choice labels) of a hub row with "choices": {"text": [...], "label": [...]}."""
     choices = field(row, "choices", source, lineno, dict)

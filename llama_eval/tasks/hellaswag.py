@@ -50,11 +50,6 @@ class HellaSwag(MultipleChoiceTask):
     hf_dataset = ("Rowan/hellaswag", None, "validation")
     scoring = "chars"
 
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
-
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "hellaswag/hellaswag_val.jsonl")
         docs = []

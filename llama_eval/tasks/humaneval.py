@@ -27,13 +27,12 @@ protocol in ../shared/reference/PROTOCOL.md, "Table 8".
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .. import execution
 from ..errors import UserError
 from ..metrics import pass_at_k
 from . import data
@@ -48,18 +47,6 @@ FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 def humaneval_doc(row: dict[str, Any], source: Any, lineno: int) -> Doc:
     doc = {name: data.field(row, name, source, lineno) for name in FIELDS}
     return {"id": doc.pop("task_id"), **doc}
-
-
-def read_jsonl_gz(path: Path) -> list[Doc]:
-    docs = []
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    docs.append(humaneval_doc(json.loads(line), path, lineno))
-    except (OSError, EOFError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a gzip-compressed JSON Lines file ({e}); the file is damaged") from None
-    return docs
 
 
 def _number_option(settings: Settings, name: str, default: str, low: float, high: float) -> float:
@@ -97,7 +84,9 @@ class HumanEval(GenerationTask):
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
             self.source_description = "release file humaneval/HumanEval.jsonl.gz (164 problems)"
-            return read_jsonl_gz(data.release_file(Path(data_dir), "humaneval/HumanEval.jsonl.gz"))
+            path = data.release_file(Path(data_dir), "humaneval/HumanEval.jsonl.gz")
+            problems = execution.load_humaneval_problems(path)  # the reader `llama-eval execute` uses
+            return [humaneval_doc(p, path, n) for n, p in enumerate(problems.values(), 1)]
         self.source_description = source = data.hf_source(self.hf_dataset)
         return [humaneval_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset))]
 
@@ -131,8 +120,6 @@ class HumanEval(GenerationTask):
         if not settings.allow_code_execution:
             raise UserError("grading humaneval runs the model's code; pass --allow-code-execution to allow it "
                             "(each program runs in a sandboxed child process, see execution.py)")
-        from .. import execution  # imported here: only grading needs the sandbox
-
         timeout = _number_option(settings, "humaneval_timeout", "10", 0.0, math.inf)
         programs = [[execution.humaneval_program(doc, c) for c in samples] for samples in completions]
         unique = list(dict.fromkeys(p for ps in programs for p in ps))

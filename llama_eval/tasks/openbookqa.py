@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data
-from .base import Doc, MultipleChoiceTask, Settings
-from ..requests import LoglikelihoodRequest, Request
+from .base import Doc, MultipleChoiceTask
 
 
 class OpenBookQA(MultipleChoiceTask):
@@ -35,29 +34,12 @@ class OpenBookQA(MultipleChoiceTask):
     hf_dataset = ("allenai/openbookqa", "main", "test")
     scoring = "calibrated"
 
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
-
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "openbookqa/Main/test.jsonl")
-        docs = []
-        for lineno, row in data.read_records(path):
-            stem, texts, labels = data.ai2_question(row, path, lineno)
-            docs.append(self._doc(row, stem, texts, labels, path, lineno))
-        return docs
+        return [data.ai2_release_doc(row, path, lineno) for lineno, row in data.read_records(path)]
 
     def from_hf_row(self, row: dict[str, Any], index: int) -> Doc:
-        source = data.hf_source(self.hf_dataset)
-        texts, labels = data.hf_choices(row, source, index + 1)
-        return self._doc(row, data.field(row, "question_stem", source, index + 1), texts, labels, source, index + 1)
-
-    def _doc(self, row: dict[str, Any], stem: str, texts: list[str], labels: list[str], source: Any,
-             lineno: int) -> Doc:
-        key = data.field(row, "answerKey", source, lineno)
-        return {"id": data.field(row, "id", source, lineno), "question": stem, "choices": texts,
-                "labels": labels, "gold": data.answer_index(labels, key, source, lineno)}
+        return data.ai2_hub_doc(row, "question_stem", data.hf_source(self.hf_dataset), index + 1)
 
     def context(self, doc: Doc, shots: list[Doc]) -> str:
         return doc["question"]
@@ -67,10 +49,3 @@ class OpenBookQA(MultipleChoiceTask):
 
     def gold(self, doc: Doc) -> int:
         return doc["gold"]
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        # The base shape's requests, with the bare calibration context read from the option.
-        bare = settings.option("openbookqa_calibration_context", self.calibration_context)
-        ctx = self.context(doc, shots)
-        return ([LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
-                + [LoglikelihoodRequest(bare, c) for c in self.choices(doc)])

@@ -31,11 +31,6 @@ class PIQA(MultipleChoiceTask):
     hf_dataset = ("ybisk/piqa", None, "validation")
     scoring = "chars"
 
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
-
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "piqa/valid.jsonl")
         labels_path = data.release_file(data_dir, "piqa/valid-labels.lst")

@@ -39,11 +39,6 @@ class WinoGrande(MultipleChoiceTask):
     hf_dataset = ("allenai/winogrande", "winogrande_xl", "validation")
     scoring = "chars"
 
-    def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            return self.from_release(Path(data_dir))
-        return [self.from_hf_row(row, i) for i, row in enumerate(data.load_hf(self.hf_dataset))]
-
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "winogrande/dev.jsonl")
         return [self._doc(i, row, path, lineno) for i, (lineno, row) in enumerate(data.read_records(path))]
