@@ -571,11 +571,11 @@ def load_tensor_parallel(spec: str | os.PathLike, dist: Dist, device=None, dtype
     if fmt != "meta":
         raise UserError(f"--tp {dist.tp} reads Meta's layout (params.json and consolidated.NN.pth); {path} is in "
                         f"{fmt} layout. Run it with --tp 1 (data parallel only), or use Meta's original files")
-    tok = Tokenizer(ck._tokenizer_path(fmt, path, tokenizer))
-    source = ck._meta_source(path, tok, max_seq_len)
+    tok = Tokenizer(ck.tokenizer_path(fmt, path, tokenizer))
+    source = ck.meta_source(path, tok, max_seq_len)
     args = source.args
     if text in ck.PRESET_FOLDERS:
-        ck._check_preset(text, args, path)
+        ck.check_preset(text, args, path)
     if args.vocab_size != tok.vocab_size:
         raise UserError(f"the model in {path} has a vocabulary of {args.vocab_size} tokens but the tokenizer "
                         f"{tok.path} has {tok.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
@@ -585,10 +585,10 @@ def load_tensor_parallel(spec: str | os.PathLike, dist: Dist, device=None, dtype
     model = build(args)  # meta
     full_shapes = {name: t.shape for name, t in model.state_dict().items()}
     n_params = count_parameters(model)
-    shard_states = [ck._torch_load(f) for f in source.weight_files]
+    shard_states = [ck.torch_load(f) for f in source.weight_files]
     where = f"{path}/consolidated.*.pth"
     for file, st in zip(source.weight_files, shard_states):
-        keys = set(st) - {ck._META_IGNORED}
+        keys = set(st) - {ck.META_IGNORED}
         if keys != set(full_shapes):
             odd = sorted(keys ^ set(full_shapes))[0]
             what = "unexpected" if odd in keys else "missing"
@@ -596,7 +596,7 @@ def load_tensor_parallel(spec: str | os.PathLike, dist: Dist, device=None, dtype
                             f"{path}/params.json describes")
 
     def split_dim(name: str) -> int | None:
-        return ck._META_SPLIT_DIM[re.sub(r"^layers\.\d+\.", "", name)]
+        return ck.META_SPLIT_DIM[re.sub(r"^layers\.\d+\.", "", name)]
 
     state = read_rank_state(shard_states, layout, full_shapes, split_dim, device, dtype, where)
     del shard_states  # unmap the files

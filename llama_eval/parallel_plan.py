@@ -59,8 +59,8 @@ def model_args(model: str | ModelArgs) -> tuple[str, ModelArgs]:
     fmt = ck.detect_format(path)
     from .model.tokenizer import Tokenizer
 
-    tok = Tokenizer(ck._tokenizer_path(fmt, path, None))
-    return str(path), ck._READERS[fmt](path, tok, None).args
+    tok = Tokenizer(ck.tokenizer_path(fmt, path, None))
+    return str(path), ck.READERS[fmt](path, tok, None).args
 
 
 def valid_tp(args: ModelArgs, gpus: int) -> list[int]:

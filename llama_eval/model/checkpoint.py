@@ -90,7 +90,7 @@ Tensors = Iterator[tuple[str, torch.Tensor, str]]
 
 
 @dataclass
-class _Source:
+class Source:
     """A checkpoint on disk whose config has been read; `tensors` reads its weights lazily."""
 
     format: str
@@ -128,10 +128,10 @@ def load_checkpoint(spec: str | os.PathLike, device: str | torch.device | None =
         return _load_random(text.removeprefix(RANDOM_PREFIX), device, dtype, tokenizer, max_seq_len)
     path = resolve_spec(text)
     fmt = detect_format(path)
-    tok = Tokenizer(_tokenizer_path(fmt, path, tokenizer))
-    source = _READERS[fmt](path, tok, max_seq_len)
+    tok = Tokenizer(tokenizer_path(fmt, path, tokenizer))
+    source = READERS[fmt](path, tok, max_seq_len)
     if text in PRESET_FOLDERS:
-        _check_preset(text, source.args, path)
+        check_preset(text, source.args, path)
     if source.args.vocab_size != tok.vocab_size:
         raise UserError(
             f"the model in {path} has a vocabulary of {source.args.vocab_size} tokens but the tokenizer "
@@ -266,7 +266,7 @@ def _preset_folder(name: str) -> Path:
     )
 
 
-def _check_preset(name: str, args: ModelArgs, path: Path) -> None:
+def check_preset(name: str, args: ModelArgs, path: Path) -> None:
     """A folder found for a preset must hold that model, not another one filed under its name."""
     want = PRESETS[name]
     for field in ("dim", "n_layers", "n_heads", "kv_heads", "ffn_dim"):
@@ -277,7 +277,7 @@ def _check_preset(name: str, args: ModelArgs, path: Path) -> None:
             )
 
 
-def _tokenizer_path(fmt: str, path: Path, given: str | os.PathLike | None) -> Path:
+def tokenizer_path(fmt: str, path: Path, given: str | os.PathLike | None) -> Path:
     """The SentencePiece model: `given`, else where each format's distribution puts it."""
     if given is not None:
         return Path(given)
@@ -306,7 +306,7 @@ def _tokenizer_path(fmt: str, path: Path, given: str | os.PathLike | None) -> Pa
 # ---------------------------------------------------------------------------- the strict load
 
 
-def _assign(model: Transformer, source: _Source, device: torch.device, dtype: torch.dtype) -> Transformer:
+def _assign(model: Transformer, source: Source, device: torch.device, dtype: torch.dtype) -> Transformer:
     """Give the meta-device `model` the source's tensors, on `device` in `dtype`; strict."""
     tied = model.args.tie_embeddings
     # A tied model's state dict lists output.weight too; it is filled from the embedding below.
@@ -361,7 +361,7 @@ def _field(config: dict[str, Any], key: str, file: Path) -> Any:
     return config[key]
 
 
-def _torch_load(file: Path) -> dict[str, torch.Tensor]:
+def torch_load(file: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError) as e:
@@ -380,7 +380,7 @@ _META_PARAMS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multi
 # Meta's model.py): ColumnParallelLinear splits output rows (dim 0), RowParallelLinear input
 # columns (dim 1), and LLaMA 1/2's ParallelEmbedding the embedding width (dim 1). None: every
 # shard holds the whole tensor (the RMSNorm weights).
-_META_SPLIT_DIM: dict[str, int | None] = {
+META_SPLIT_DIM: dict[str, int | None] = {
     "tok_embeddings.weight": 1,
     "output.weight": 0,
     "attention.wq.weight": 0, "attention.wk.weight": 0, "attention.wv.weight": 0,
@@ -391,10 +391,10 @@ _META_SPLIT_DIM: dict[str, int | None] = {
 
 # The one key of Meta's files that the network does not take: LLaMA 1 shards store the rotary
 # frequencies, which the network recomputes from rope_theta. It is skipped by name.
-_META_IGNORED = "rope.freqs"
+META_IGNORED = "rope.freqs"
 
 
-def _meta_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> _Source:
+def meta_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> Source:
     params_file = folder / "params.json"
     params = _read_json(params_file)
     unknown = sorted(set(params) - set(_META_PARAMS))
@@ -420,7 +420,7 @@ def _meta_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> _Sour
     if [s.name for s in shards] != wanted:
         raise UserError(f"{folder}: model-parallel shards must be named {wanted[0]} .. {wanted[-1]}; "
                         f"found {', '.join(s.name for s in shards)}")
-    return _Source("meta", _validated(args, params_file), [params_file], shards, _meta_tensors(shards))
+    return Source("meta", _validated(args, params_file), [params_file], shards, _meta_tensors(shards))
 
 
 def _meta_window(params: dict[str, Any], folder: Path) -> int:
@@ -439,7 +439,7 @@ def _meta_window(params: dict[str, Any], folder: Path) -> int:
 
 def _meta_tensors(shards: list[Path]) -> Tensors:
     """Meta-named tensors, merging model-parallel shards along each weight's split dimension."""
-    states = [_torch_load(f) for f in shards]
+    states = [torch_load(f) for f in shards]
     for file, state in zip(shards[1:], states[1:]):
         differ = set(state) ^ set(states[0])
         if differ:
@@ -447,11 +447,11 @@ def _meta_tensors(shards: list[Path]) -> Tensors:
                             "they are not parts of one checkpoint")
     where = str(shards[0]) if len(shards) == 1 else f"{shards[0].parent}/consolidated.*.pth"
     for name in states[0]:
-        if name == _META_IGNORED:
+        if name == META_IGNORED:
             continue
         parts = [state[name] for state in states]
         # An unknown name yields its first part unmerged; the strict check then reports it.
-        dim = _META_SPLIT_DIM.get(re.sub(r"^layers\.\d+\.", "", name))
+        dim = META_SPLIT_DIM.get(re.sub(r"^layers\.\d+\.", "", name))
         yield name, (parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim)), where
 
 
@@ -476,7 +476,7 @@ _HF_LAYER_KEYS: dict[str, str] = {
 }
 
 
-def _hf_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> _Source:
+def _hf_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> Source:
     config_file = folder / "config.json"
     cfg = _read_json(config_file)
     _check_hf_config(cfg, config_file)
@@ -493,7 +493,7 @@ def _hf_source(folder: Path, tok: Tokenizer, max_seq_len: int | None) -> _Source
     args = _validated(args, config_file)
     index, files = _hf_weight_files(folder)
     config_files = [config_file] + ([index] if index else [])
-    return _Source("hf", args, config_files, files, _hf_tensors(files, args))
+    return Source("hf", args, config_files, files, _hf_tensors(files, args))
 
 
 def _check_hf_config(cfg: dict[str, Any], file: Path) -> None:
@@ -573,7 +573,7 @@ def _read_hf_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         except SafetensorError as e:
             raise UserError(f"cannot read {file} as safetensors: {e}") from e
     else:
-        yield from _torch_load(file).items()
+        yield from torch_load(file).items()
 
 
 def unpermute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -597,7 +597,7 @@ _LLAMA2C_HEADER = struct.Struct("<7i")  # dim, hidden_dim, n_layers, n_heads, n_
 _LLAMA2C_MAGIC = 0x616B3432  # "ak42": versions 1 and 2 begin with it; version 0 has no magic
 
 
-def _llama2c_source(file: Path, tok: Tokenizer, max_seq_len: int | None) -> _Source:
+def _llama2c_source(file: Path, tok: Tokenizer, max_seq_len: int | None) -> Source:
     with open(file, "rb") as f:
         head = f.read(_LLAMA2C_HEADER.size)
     if len(head) < _LLAMA2C_HEADER.size:
@@ -620,7 +620,7 @@ def _llama2c_source(file: Path, tok: Tokenizer, max_seq_len: int | None) -> _Sou
     if size != want:
         raise UserError(f"{file} has {size} bytes but its header {_LLAMA2C_HEADER.unpack(head)} implies {want}; "
                         "it is truncated or not a version 0 llama2.c export")
-    return _Source("llama2c", args, [], [file], _llama2c_tensors(file, layout, n_floats))
+    return Source("llama2c", args, [], [file], _llama2c_tensors(file, layout, n_floats))
 
 
 def _llama2c_layout(a: ModelArgs, seq_len: int) -> list[tuple[str | None, tuple[int, ...]]]:
@@ -693,4 +693,4 @@ def _load_random(name: str, device: torch.device, dtype: torch.dtype, tokenizer:
     return Loaded(model, tok, info)
 
 
-_READERS = {"meta": _meta_source, "hf": _hf_source, "llama2c": _llama2c_source}
+READERS = {"meta": meta_source, "hf": _hf_source, "llama2c": _llama2c_source}
