@@ -471,6 +471,8 @@ def paper_table(table: int, runs: Sequence[Run], fmt: str = "md", show_diff: boo
     labels = [(run, model) for run in runs for model in run.models()]
     for run, model in labels:
         label = model if sum(m == model for _, m in labels) == 1 else f"{model} ({run.name})"
+        if table == 5 and _on_unfiltered_triviaqa(run):
+            label += " [unfiltered dev set]"
         mine = run.summary[run.summary["model"] == model]
         cells = _cells(mine, model, columns, task_column="paper_task")
         rows.append((label, "run", cells))
@@ -480,6 +482,13 @@ def paper_table(table: int, runs: Sequence[Run], fmt: str = "md", show_diff: boo
             rows.append((f"diff vs {paper_models[0]}", "diff",
                          [None if v is None or r is None else v - r for v, r in zip(cells, ref)]))
     return renderers[fmt](f"Table {table}: {caption}", [c[0] for c in columns], rows)
+
+
+def _on_unfiltered_triviaqa(run: Run) -> bool:
+    """Whether the run read TriviaQA from the DPR release file, the unfiltered dev set, and not
+    the filtered one the paper's Table 5 reports (run.json records each task's source)."""
+    sources = [d.get("source", "") for key, d in run.info.get("datasets", {}).items() if key.startswith("triviaqa@")]
+    return any("UNFILTERED" in s for s in sources)
 
 
 def tables_for(runs: Sequence[Run]) -> list[int]:
