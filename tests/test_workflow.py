@@ -224,3 +224,38 @@ def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_toke
     run = json.loads((out / "run.json").read_text())
     assert run["stats"]["scoring"]["truncated"] == 0 and run["stats"]["generation"]["truncated"] == 0
     assert "UNFILTERED" in run["datasets"]["triviaqa@0"]["source"]
+
+
+def test_score_and_generate_commands_on_your_own_requests(tmp_path, capsys):
+    from llama_eval.engine.scoring import Scorer
+    from llama_eval.model.checkpoint import load_checkpoint
+    from llama_eval.requests import LoglikelihoodRequest
+
+    model_dir = write_meta_checkpoint(tmp_path / "model", dim=64, layers=2)
+    lines = [{"id": "a", "context": "The cat", "continuation": " sees the red ball"},
+             {"id": 7, "context": "A dog likes", "continuation": " bread"},
+             {"id": "c", "context": "The cat", "continuation": " finds a green hat"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["score", "--model", str(model_dir), "--requests", str(tmp_path / "in.jsonl"),
+                 "--output", str(tmp_path / "out.jsonl"), "--device", "cpu"]) == 0
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == ["a", 7, "c"] and set(out[0]) == {"id", "logprob", "is_greedy", "n_tokens"}
+    loaded = load_checkpoint(str(model_dir), device="cpu")
+    direct = Scorer(loaded.model, loaded.tokenizer).loglikelihood(
+        [LoglikelihoodRequest(x["context"], x["continuation"]) for x in lines])
+    assert [o["logprob"] for o in out] == pytest.approx([d.logprob for d in direct], abs=1e-5)
+    assert "3 requests" in capsys.readouterr().out
+
+    gen = [{"id": "g1", "prompt": "The cat", "max_new_tokens": 5},
+           {"id": "g2", "prompt": "A dog", "until": ["."], "max_new_tokens": 8, "temperature": 0.8, "n": 3, "seed": 1}]
+    (tmp_path / "gen.jsonl").write_text("".join(json.dumps(x) + "\n" for x in gen))
+    assert main(["generate", "--model", str(model_dir), "--requests", str(tmp_path / "gen.jsonl"),
+                 "--output", str(tmp_path / "gen_out.jsonl"), "--device", "cpu"]) == 0
+    out = [json.loads(x) for x in (tmp_path / "gen_out.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == ["g1", "g2"] and [len(o["completions"]) for o in out] == [1, 3]
+    assert all("." not in c for c in out[1]["completions"])
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 1, "context": "x"}) + "\n")
+    assert main(["score", "--model", str(model_dir), "--requests", str(tmp_path / "bad.jsonl"),
+                 "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "line 1: field 'continuation' is missing" in capsys.readouterr().err
