@@ -34,6 +34,11 @@ import torch
 from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
 LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
+KEY_ALIGN = 16  # attention spans a multiple of this many cache slots: fused kernels want aligned masks
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def default_batch_tokens(args) -> int:
@@ -188,7 +193,7 @@ class Scorer:
         model = self.model
         device = model.tok_embeddings.weight.device
         run_nodes = np.flatnonzero(trie.has_child)  # preorder
-        cache = model.new_cache(1, self.window + self.batch_tokens)
+        cache = model.new_cache(1, _round_up(self.window + self.batch_tokens, KEY_ALIGN))
         stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
         t_lo = 0  # targets are sorted by parent, and parents come in preorder
         for c0 in range(0, len(run_nodes), self.batch_tokens):
@@ -200,15 +205,16 @@ class Scorer:
                 cache.keep(torch.as_tensor(np.flatnonzero(anc), device=device))
                 stack = stack[anc]
             keys = np.concatenate([stack, chunk])
-            mask = (keys[None, :] <= chunk[:, None]) & (chunk[:, None] < trie.end[keys][None, :])
             n_stack, n = len(stack), len(chunk)
+            kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
+            mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
             h = model.hidden(
                 torch.as_tensor(trie.token[chunk], device=device)[None],
                 torch.as_tensor(trie.depth[chunk], device=device),
-                mask=torch.as_tensor(mask, device=device)[None, None],
+                mask=mask,
                 cache=cache,
                 slots=torch.arange(n_stack, n_stack + n, device=device),
-                kv_len=n_stack + n,
+                kv_len=kv_len,
             )[0]  # [N, C]
             self.stats.tokens_run += n
             self.stats.forwards += 1
@@ -219,6 +225,18 @@ class Scorer:
                 rows = np.searchsorted(chunk, tparent[t_lo:t_hi])  # chunk row of each target's parent
                 yield (*self._gather(h, rows, trie.token[tnode[t_lo:t_hi]]), treq[t_lo:t_hi])
             t_lo = t_hi
+
+    @staticmethod
+    def _tree_mask(queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, kv_len: int, device) -> torch.Tensor:
+        """[1, 1, N, kv_len] bool: query node i may attend key node j iff j <= i < end[j] (j is
+        an ancestor of i, or i itself). Built on the device from the node ids, so only those
+        cross the bus, not the N x kv_len mask."""
+        q = torch.as_tensor(queries, device=device)[:, None]
+        k = torch.full((kv_len,), -1, dtype=torch.long, device=device)  # -1: a padding slot,
+        e = torch.full((kv_len,), -1, dtype=torch.long, device=device)  # never an ancestor
+        k[: len(keys)] = torch.as_tensor(keys, device=device)
+        e[: len(keys)] = torch.as_tensor(key_ends, device=device)
+        return ((k[None, :] <= q) & (q < e[None, :]))[None, None]
 
     def _gather(self, h: torch.Tensor, rows: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log-prob of tokens[k] and whether it is the argmax, under the logits at h[rows[k]].
