@@ -122,8 +122,8 @@ class CharTokenizer:
 
     bos_id = 1
 
-    def encode_pair(self, context: str, continuation: str):
-        return [self.bos_id] + [ord(c) for c in context], [ord(c) for c in continuation]
+    def encode_pairs(self, pairs):
+        return [([self.bos_id] + [ord(c) for c in ctx], [ord(c) for c in cont]) for ctx, cont in pairs]
 
 
 def test_is_greedy_exactly_when_every_token_is_the_argmax(tiny_model_and_tokenizer):

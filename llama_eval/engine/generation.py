@@ -42,6 +42,7 @@ import torch
 
 from ..errors import UserError
 from ..model.llama import Transformer
+from ..model.tokenizer import common_prefix
 from ..requests import GenerationRequest, GenerationResult
 
 _MASK32 = 0xFFFFFFFF
@@ -104,24 +105,6 @@ def _row_key(seed: int, sample: int, prompt: str) -> int:
     """The 32-bit noise key of one sample of one request."""
     digest = hashlib.blake2b(f"{seed}\0{sample}\0{prompt}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists.
-
-    A binary search on slice equality: the comparisons run in C, which beats a Python loop
-    over the thousand tokens of a few-shot header.
-    """
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 def _bucket(n: int, max_len: int) -> int:
@@ -310,18 +293,18 @@ class Generator:
         """
         by_tokens: dict[tuple[int, ...], list[int]] = {}
         for r, tokens in wanted.items():
-            if _common_prefix(held[r], tokens) < len(tokens):
+            if common_prefix(held[r], tokens) < len(tokens):
                 by_tokens.setdefault(tuple(tokens), []).append(r)
         written = {r for rows in by_tokens.values() for r in rows}
         kept = [i for i in range(self.max_batch) if i not in written]
 
         def best_source(tokens: list[int], own: list[int]) -> tuple[int, int]:
             """(row, c): a row among `own` and `kept` whose first c tokens are tokens[:c], c largest."""
-            src, c = max(((i, _common_prefix(held[i], tokens)) for i in own), key=lambda ic: ic[1])
+            src, c = max(((i, common_prefix(held[i], tokens)) for i in own), key=lambda ic: ic[1])
             for i in kept:
                 h = held[i]  # a longer match must agree at index c: a test that usually fails at once
-                if c < min(len(h), len(tokens)) and h[c] == tokens[c] and _common_prefix(h, tokens) > c:
-                    src, c = i, _common_prefix(h, tokens)
+                if c < min(len(h), len(tokens)) and h[c] == tokens[c] and common_prefix(h, tokens) > c:
+                    src, c = i, common_prefix(h, tokens)
             return src, c
 
         plans = [(list(key), targets, *best_source(list(key), targets)) for key, targets in by_tokens.items()]
@@ -330,7 +313,7 @@ class Generator:
             # Prompts that share more than the cache holds (a few-shot header, when no row holds
             # it yet) get the shared part run once, into one target row r0, and copied from there.
             # r0's plan rewrites those slots with the same values, so any order of reads is safe.
-            header = plans[0][0][: min(_common_prefix(plans[0][0], p[0]) for p in plans[1:])]
+            header = plans[0][0][: min(common_prefix(plans[0][0], p[0]) for p in plans[1:])]
             if len(header) > max(c for *_, c in plans):
                 r0 = plans[0][1][0]
                 ran += self._prefill([(header, [r0], *best_source(header, [r0]))])

@@ -138,8 +138,7 @@ class Scorer:
     def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
         """Yield (request index, result) as each request's last scored token is computed."""
         seqs, n_cont, truncated = [], [], []
-        for req in requests:
-            ctx, cont = self.tokenizer.encode_pair(req.context, req.continuation)
+        for ctx, cont in self.tokenizer.encode_pairs([(r.context, r.continuation) for r in requests]):
             full = ctx + cont
             cut = len(full) - 1 > self.window
             if cut:  # keep the last window+1 tokens: the window's inputs plus the last target

@@ -30,7 +30,12 @@ class Tokenizer:
         return self.sp.decode(list(ids))
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(BOS + context tokens, continuation tokens) for scoring `continuation` after `context`.
+        """(BOS + context tokens, continuation tokens) for scoring `continuation` after `context`;
+        see encode_pairs."""
+        return self.encode_pairs([(context, continuation)])[0]
+
+    def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(BOS + context tokens, continuation tokens) for each (context, continuation).
 
         Context and continuation are encoded together, because SentencePiece can merge
         characters across the boundary and the model saw the joint tokenisation in training;
@@ -39,14 +44,37 @@ class Tokenizer:
         ("▁word"). The split point is the longest common prefix of the joint encoding and
         the context's own encoding, so a piece that straddles the boundary is scored as
         part of the continuation.
+
+        All distinct texts are encoded in one call on SentencePiece's own threads, and a
+        context shared by several continuations (a question's choices) is encoded once.
         """
-        stripped = context.rstrip(" ")
-        continuation = context[len(stripped):] + continuation
-        if not stripped:
-            return [self.bos_id], self.encode(continuation)
-        whole = self.encode(stripped + continuation)
-        ctx = self.encode(stripped)
-        n = 0
-        while n < min(len(ctx), len(whole)) and ctx[n] == whole[n]:
-            n += 1
-        return [self.bos_id] + whole[:n], whole[n:]
+        split = []
+        for context, continuation in pairs:
+            stripped = context.rstrip(" ")
+            split.append((stripped, context[len(stripped):] + continuation))
+        texts = list(dict.fromkeys(t for stripped, cont in split for t in (stripped, stripped + cont)))
+        ids = dict(zip(texts, self.sp.encode(texts)))
+        out = []
+        for stripped, cont in split:
+            if not stripped:
+                out.append(([self.bos_id], ids[cont]))
+                continue
+            whole, ctx = ids[stripped + cont], ids[stripped]
+            n = common_prefix(ctx, whole)
+            out.append(([self.bos_id] + whole[:n], whole[n:]))
+        return out
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (slice comparisons run in C)."""
+    hi = min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    lo = 0  # invariant: a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
