@@ -259,3 +259,24 @@ def test_score_and_generate_commands_on_your_own_requests(tmp_path, capsys):
     assert main(["score", "--model", str(model_dir), "--requests", str(tmp_path / "bad.jsonl"),
                  "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "line 1: field 'continuation' is missing" in capsys.readouterr().err
+
+
+def test_tasks_from_another_package_register_by_entry_point(tmp_path, monkeypatch):
+    """A task shipped by another package is found through the "llama_eval.tasks" entry points."""
+    from importlib.metadata import EntryPoint
+
+    import llama_eval.tasks as registry
+
+    (tmp_path / "capitals_plugin.py").write_text((Path(__file__).resolve().parents[1] / "examples" / "capitals.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [EntryPoint(name="capitals", value="capitals_plugin:Capitals", group="llama_eval.tasks")]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == "llama_eval.tasks" else [])
+    assert "capitals" in registry.names()
+    task = registry.get_task("capitals")
+    assert task.name == "capitals" and len(task.load(None)) == 5
+
+
+def test_data_verify_command(shared_data, capsys):
+    assert main(["data", "verify", "--data-dir", str(shared_data)]) == 0
+    out = capsys.readouterr().out
+    assert "0 problem(s)" in out and "ok        mmlu/test/anatomy_test.csv" in out
