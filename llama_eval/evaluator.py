@@ -1,9 +1,11 @@
 """tasks -> requests -> engine -> per-document scores -> metrics -> result files.
 
 `evaluate(RunConfig)` is the one function behind `llama-eval run`. It builds the requests of
-every requested task first, answers what the cache does not already hold in one engine pass
-(log-likelihood requests of all tasks together, so prefixes shared across tasks are shared
-too; then generation), and only then scores documents and writes the run folder.
+every requested task first, then answers what the request cache does not already hold in two
+engine passes: all log-likelihood requests of all tasks together (so prefixes shared across
+tasks are run once), then all generation requests. Every answer goes to the cache as it
+comes, and each (task, shots) is scored and written to the run folder as soon as all its
+requests are answered, so the multiple-choice tasks are on disk before generation starts.
 """
 
 from __future__ import annotations
@@ -193,13 +195,13 @@ class Engine:
                 "generation": dataclasses.asdict(self.generator.stats) if self.generator else None}
 
 
-def score(runs: list[TaskRun], results: dict[Request, Result], settings: Settings) -> None:
-    for run in runs:
-        run.scores = [run.task.score(doc, [results[r] for r in reqs], settings) for doc, reqs in zip(run.docs, run.requests)]
-        for s, used in zip(run.scores, run.shots_used):
-            if used < run.shots:
-                s.extra["shots_dropped"] = run.shots - used
-        run.metrics = run.task.aggregate(run.scores)
+def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> None:
+    """Grade each document of `run` from its requests' results, then aggregate."""
+    run.scores = [run.task.score(doc, [results[r] for r in reqs], settings) for doc, reqs in zip(run.docs, run.requests)]
+    for s, used in zip(run.scores, run.shots_used):
+        if used < run.shots:
+            s.extra["shots_dropped"] = run.shots - used
+    run.metrics = run.task.aggregate(run.scores)
 
 
 def model_label(spec: str) -> str:
@@ -245,22 +247,24 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
     else:
         loaded = (load or load_checkpoint)(config.model, **kw)
-    main = dist is None or dist.is_main
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
-    if not main:
-        answer(requests, engine, None, False, dist)
+    # Scoring first, then generation: tasks that only score are written before generation starts.
+    phases = [[r for r in requests if isinstance(r, kind)] for kind in (LoglikelihoodRequest, GenerationRequest)]
+    if dist is not None and not dist.is_main:
+        for phase in phases:
+            answer(phase, engine, None, False, dist)
         return None
 
-    run_dir = Path(config.output or Path("runs") / model_label(config.model))
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = loaded.info
     chash = config_hash(config, info.fingerprint)
-    run_id = f"{model_label(config.model)}-{chash}"
-    date = _start_date(run_dir, chash)
-    meta = {"run_id": run_id, "version": __version__, "date": date, "config_hash": chash, "status": "running",
-            "config": dataclasses.asdict(config),
-            "model": {**_jsonable(dataclasses.asdict(info)), "label": model_label(config.model)}}
+    run_dir = Path(config.output or Path("runs") / model_label(config.model))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writer = ResultWriter(run_dir, model_label(config.model), config.paper_model or reporting.PAPER_MODELS.get(config.model),
+                          f"{model_label(config.model)}-{chash}", chash, _start_date(run_dir, chash))
+    meta = {"run_id": writer.run_id, "version": __version__, "date": writer.date, "config_hash": chash,
+            "status": "running", "config": dataclasses.asdict(config),
+            "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model}}
     _write_json(run_dir / "run.json", meta)
     cache = None
     if config.use_cache:
@@ -268,32 +272,49 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
 
         cache = ResultCache(config.cache or run_dir / "cache.sqlite", f"{info.fingerprint}:{info.dtype}")
     started = time.monotonic()
+    results: dict[Request, Result] = {}
     try:
-        results = answer(requests, engine, cache, config.progress, dist)
+        for phase in phases:
+            results.update(answer(phase, engine, cache, config.progress, dist))
+            writer.write_finished(runs, results, settings)
     finally:
         if cache is not None:
             cache.close()
-    score(runs, results, settings)
-    seconds = time.monotonic() - started
-
-    paper_model = config.paper_model or reporting.PAPER_MODELS.get(config.model)
-    summary = []
-    for run in runs:
-        reporting.write_samples(run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
-        summary += reporting.summary_rows(
-            model_label(config.model), paper_model, run.task.name, run.task.paper_name, run.shots, run.metrics,
-            run_id=run_id, config_hash=chash, date=date, version=__version__,
-        )
-    reporting.write_summary(run_dir, summary)
-    stats = {"seconds": round(seconds, 2), **engine.stats(),
+    stats = {"seconds": round(time.monotonic() - started, 2), **engine.stats(),
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats, datasets={
         f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
                                      "source": getattr(r.task, "source_description", "")} for r in runs})
-    meta["model"]["paper_model"] = paper_model
     _write_json(run_dir / "run.json", meta)
-    return RunOutcome(run_dir, runs, summary, stats)
+    return RunOutcome(run_dir, runs, writer.rows, stats)
+
+
+@dataclass
+class ResultWriter:
+    """Writes each (task, shots) to the run folder as soon as all its requests are answered."""
+
+    run_dir: Path
+    model: str
+    paper_model: str | None
+    run_id: str
+    config_hash: str
+    date: str  # when the run first started (kept on resume, so the files come out the same)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # summary rows written so far
+    written: set[int] = field(default_factory=set)  # indices of the runs already written
+
+    def write_finished(self, runs: list[TaskRun], results: dict[Request, Result], settings: Settings) -> None:
+        for i, run in enumerate(runs):
+            if i in self.written or not all(r in results for reqs in run.requests for r in reqs):
+                continue
+            score(run, results, settings)
+            reporting.write_samples(self.run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
+            self.rows += reporting.summary_rows(
+                self.model, self.paper_model, run.task.name, run.task.paper_name, run.shots, run.metrics,
+                run_id=self.run_id, config_hash=self.config_hash, date=self.date, version=__version__,
+            )
+            self.written.add(i)
+        reporting.write_summary(self.run_dir, self.rows)
 
 
 def _start_date(run_dir: Path, chash: str) -> str:

@@ -1,0 +1,185 @@
+"""MBPP: write a short Python function from a one-sentence task and three asserts (Austin et al. 2021).
+
+Reproduces the MBPP columns of Table 8 of the LLaMA paper (pass@1 and pass@80, 3-shot);
+protocol in ../shared/reference/PROTOCOL.md, "Table 8". The paper says only "3-shot, with
+prompts similar to Austin et al. (2021)"; the split, the shots and the prompt are NOT STATED.
+
+- Dataset: test = task ids 11-510 (500 problems, the release README's split). Release file
+  `mbpp/mbpp.jsonl` ({"text", "code", "task_id", "test_setup_code", "test_list": [3 asserts],
+  "challenge_test_list"}); hub: `google-research-datasets/mbpp` `full` `test` (the same fields,
+  the same 500 rows). Document id: the task id as text ("11").
+- Shots: 3, the same for every problem (so all prompts share one header the engine computes
+  once): task ids 2, 3 and 4 from the prompting range 1-10, the three Austin et al. used
+  (release file; hub: the `prompt` split). Fewer shots take the first ones of 2, 3, 4.
+- Prompt, format "austin" (Austin et al.'s wording and [BEGIN]/[DONE] delimiters; the exact
+  whitespace is NOT STATED, ours is): for each shot
+      "You are an expert Python programmer, and here is your task: {text} Your code should pass
+      these tests:\\n\\n{assert 1}\\n{assert 2}\\n{assert 3}\\n[BEGIN]\\n{code}\\n[DONE]\\n\\n"
+  (one line up to "tests:"), then the problem's own task and asserts the same way, ending
+  "[BEGIN]\\n". Asserts are shown verbatim; code is shown with its "\\r\\n" (and four stray
+  final "\\r") line breaks turned into "\\n", nothing else changed.
+- Generation stops at "[DONE]" or at the start of a new task (the model skipped [DONE]), at most
+  512 new tokens (both NOT STATED; the longest real solution is far shorter).
+- Sampling, as for HumanEval (humaneval.py): pass@1 from samples at temperature 0.1, pass@80
+  from samples at 0.8, with the unbiased estimator (metrics.pass_at_k). NOT STATED, so defaults
+  and options:
+    --samples n   samples per problem and temperature, default 200; must be >= every k.
+    mbpp_k        the k values reported, default "1,80"; must include 1. k = 1 is scored on the
+                  low-temperature samples, every other k on the 0.8 samples.
+    mbpp_pass1    sampled (default) | greedy: pass@1 from one greedy completion instead.
+    mbpp_top_p    0.95 (default): the Llama 2 paper's value, NOT STATED for LLaMA 1.
+    mbpp_timeout  10 (default): seconds each program may run.
+  --temperature replaces both temperatures.
+- Grading: program = completion + "\\n" + test_setup_code + "\\n" + the three asserts, one a line.
+  The setup code comes after the completion because it may use what the solution defines
+  (task 367 builds trees from the solution's own `class Node`). The challenge asserts are not
+  run (Austin et al. report on test_list). Run by execution.check_many (sandboxed) only with
+  --allow-code-execution; a sample passes when its program ends with status "passed".
+  Identical programs are run once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import execution
+from ..errors import UserError
+from ..metrics import pass_at_k
+from . import data
+from .base import Doc, DocScore, GenerationTask, Settings
+from .humaneval import PASS1_TEMPERATURE, SAMPLED_TEMPERATURE, SAMPLES, _number_option
+from .nq_open import string_list
+
+RELEASE_FILE = "mbpp/mbpp.jsonl"
+TEST_IDS = range(11, 511)  # the release README's test split
+SHOT_IDS = (2, 3, 4)  # Austin et al.'s three prompting examples, in prompt order
+
+
+def mbpp_doc(row: dict[str, Any], source: Any, lineno: int) -> Doc:
+    """A problem from a release or hub row (the same fields in both)."""
+    task_id = data.field(row, "task_id", source, lineno, int)
+    text, code, setup = (data.field(row, name, source, lineno) for name in ("text", "code", "test_setup_code"))
+    return {"id": str(task_id), "task_id": task_id, "text": text, "code": _unix_lines(code),
+            "setup": _unix_lines(setup), "tests": string_list(row, "test_list", source, lineno)}
+
+
+def _unix_lines(code: str) -> str:
+    return code.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def task_block(doc: Doc) -> str:
+    """The task and its asserts as the prompt states them, up to (not including) "[BEGIN]"."""
+    tests = "\n".join(doc["tests"])
+    return (f"You are an expert Python programmer, and here is your task: {doc['text']} "
+            f"Your code should pass these tests:\n\n{tests}\n")
+
+
+def mbpp_program(doc: Doc, completion: str) -> str:
+    """The program that checks one completion: the solution, the setup code, the asserts."""
+    return completion + "\n" + doc["setup"] + "\n" + "\n".join(doc["tests"]) + "\n"
+
+
+def pass_ks(settings: Settings) -> tuple[int, ...]:
+    text = settings.option("mbpp_k", "1,80")
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts) or 1 not in {int(p) for p in parts}:
+        raise UserError(f"--option mbpp_k={text}: give positive whole numbers separated by commas, "
+                        "including 1 (e.g. 1,10,80)")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+class MBPP(GenerationTask):
+    name = "mbpp"
+    paper_name = "MBPP"
+    paper_table = 8
+    paper_shots = (3,)
+    headline_metric = "pass@1"
+    hf_dataset = ("google-research-datasets/mbpp", "full", "test")
+    few_shot_pool = "task ids 2, 3, 4 (Austin et al.'s prompting examples), the same for every problem"
+    needs_code_execution = True
+    until = ("[DONE]", "You are an expert Python programmer")
+    max_new_tokens = 512
+    source_description = ""  # set by load()
+
+    def load(self, data_dir: Path | None) -> list[Doc]:
+        if data_dir is not None:
+            self.source_description = f"release file {RELEASE_FILE}, task ids 11-510 (500 problems)"
+        else:
+            self.source_description = data.hf_source(self.hf_dataset)
+        return [d for d in self._read(data_dir, self.hf_dataset[2]) if d["task_id"] in TEST_IDS]
+
+    def load_shots(self, data_dir: Path | None) -> list[Doc]:
+        by_id = {d["task_id"]: d for d in self._read(data_dir, "prompt")}
+        if missing := [i for i in SHOT_IDS if i not in by_id]:
+            where = RELEASE_FILE if data_dir is not None else data.hf_source(self.hf_dataset, "prompt")
+            raise UserError(f"{where} lacks the prompting examples with task ids {missing}; "
+                            "it is not the MBPP release (task ids 1-974)")
+        return [by_id[i] for i in SHOT_IDS]
+
+    def _read(self, data_dir: Path | None, split: str) -> list[Doc]:
+        """Every problem of the release file, or of the hub's `split`."""
+        if data_dir is not None:
+            path = data.release_file(Path(data_dir), RELEASE_FILE)
+            docs = [mbpp_doc(row, path, lineno) for lineno, row in data.read_records(path)]
+        else:
+            source = data.hf_source(self.hf_dataset, split)
+            docs = [mbpp_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset, split))]
+        if len({d["id"] for d in docs}) != len(docs):
+            raise UserError(f"{data_dir or self.hf_dataset[0]}: MBPP task ids repeat; the file is not the release")
+        return docs
+
+    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
+        """The first k of the fixed shots (task ids 2, 3, 4), whatever the seed."""
+        if k > len(pool):
+            raise UserError(f"--shots {k}: MBPP has {len(pool)} fixed prompting examples (task ids 2, 3, 4); "
+                            "use at most 3")
+        return list(pool[:k])
+
+    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        header = "".join(f"{task_block(s)}[BEGIN]\n{s['code']}\n[DONE]\n\n" for s in shots)
+        return f"{header}{task_block(doc)}[BEGIN]\n"
+
+    def regimes(self, settings: Settings) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
+        """(GenerationRequest fields, the k values scored on its samples) per decoding regime."""
+        ks = pass_ks(settings)
+        mode = settings.option("mbpp_pass1", "sampled")
+        if mode not in ("sampled", "greedy"):
+            raise UserError(f"--option mbpp_pass1={mode}: must be sampled or greedy")
+        n = SAMPLES if settings.samples is None else settings.samples
+        largest = max((k for k in ks if k > 1 or mode == "sampled"), default=0)
+        if n < largest:
+            raise UserError(f"--samples {n}: pass@{largest} needs at least {largest} samples per problem")
+        top_p = _number_option(settings, "mbpp_top_p", "0.95", 0.0, 1.0)
+        low, high = PASS1_TEMPERATURE, SAMPLED_TEMPERATURE
+        if settings.temperature is not None:
+            low = high = settings.temperature
+        first = dict(temperature=0.0, n=1) if mode == "greedy" else dict(temperature=low, top_p=top_p, n=n)
+        out = [(first, (1,))]
+        if len(ks) > 1:
+            out.append((dict(temperature=high, top_p=top_p, n=n), ks[1:]))
+        return out
+
+    def sampling(self, settings: Settings) -> list[dict[str, Any]]:
+        return [fields for fields, _ in self.regimes(settings)]
+
+    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
+        if not settings.allow_code_execution:
+            raise UserError("grading mbpp runs the model's code; pass --allow-code-execution to allow it "
+                            "(each program runs in a sandboxed child process, see execution.py)")
+        timeout = _number_option(settings, "mbpp_timeout", "10", 0.0, math.inf)
+        programs = [[mbpp_program(doc, c) for c in samples] for samples in completions]
+        unique = list(dict.fromkeys(p for ps in programs for p in ps))
+        outcome = dict(zip(unique, execution.check_many(unique, timeout=timeout), strict=True))
+        metrics, passed = {}, {}
+        for (_, ks), ps in zip(self.regimes(settings), programs, strict=True):
+            c = sum(outcome[p].status == "passed" for p in ps)
+            for k in ks:
+                metrics[f"pass@{k}"] = pass_at_k(len(ps), c, k)
+                passed[f"pass@{k}"] = f"{c}/{len(ps)}"
+        statuses = Counter(outcome[p].status for ps in programs for p in ps)
+        failure = next((outcome[p].detail for ps in programs for p in ps if outcome[p].status != "passed"), "")
+        extra = {"passed": passed, "statuses": dict(statuses), "first_failure": failure[:300]}
+        return DocScore(doc["id"], completions[0][0], doc["code"], metrics, extra)
