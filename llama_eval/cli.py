@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from .errors import UserError
-from .evaluator import RunConfig
+from .config import RunConfig
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 

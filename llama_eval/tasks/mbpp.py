@@ -122,13 +122,13 @@ class MBPP(GenerationTask):
     def _read(self, data_dir: Path | None, split: str) -> list[Doc]:
         """Every problem of the release file, or of the hub's `split`."""
         if data_dir is not None:
-            path = data.release_file(Path(data_dir), RELEASE_FILE)
-            docs = [mbpp_doc(row, path, lineno) for lineno, row in data.read_records(path)]
+            source: Any = data.release_file(Path(data_dir), RELEASE_FILE)
+            docs = [mbpp_doc(row, source, lineno) for lineno, row in data.read_records(source)]
         else:
             source = data.hf_source(self.hf_dataset, split)
             docs = [mbpp_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset, split))]
-        if len({d["id"] for d in docs}) != len(docs):
-            raise UserError(f"{data_dir or self.hf_dataset[0]}: MBPP task ids repeat; the file is not the release")
+        if repeated := [i for i, n in Counter(d["task_id"] for d in docs).items() if n > 1]:
+            raise UserError(f"{source}: task id {repeated[0]} occurs more than once; MBPP task ids are unique")
         return docs
 
     def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
