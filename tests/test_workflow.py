@@ -207,7 +207,7 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
 
 
 def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_tokenizer_path, tmp_path):
-    """All thirteen tasks, the paper's shot counts, the real files, two documents each."""
+    """Every registered task, the paper's shot counts, the real files, two documents each."""
     from llama_eval.tasks import TASKS
 
     out = tmp_path / "real"

@@ -30,6 +30,9 @@ TASKS: dict[str, str] = {
     # Tables 4 and 5: closed-book question answering
     "nq_open": "llama_eval.tasks.nq_open:NaturalQuestions",
     "triviaqa": "llama_eval.tasks.triviaqa:TriviaQA",
+    # Table 6: reading comprehension, zero-shot
+    "race_middle": "llama_eval.tasks.race:RACEMiddle",
+    "race_high": "llama_eval.tasks.race:RACEHigh",
     # Table 7: mathematical reasoning
     "gsm8k": "llama_eval.tasks.gsm8k:GSM8K",
     # Table 8: code generation

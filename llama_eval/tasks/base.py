@@ -136,14 +136,23 @@ class MultipleChoiceTask(Task):
       "chars"      log-likelihood / characters of the choice, leading space not counted
                    (the paper's default, after Gao et al. 2021)
       "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA); the bare
-                   context is the option <task name>_calibration_context (default "Answer:")
+                   context is the option <option_prefix>_calibration_context (default "Answer:")
       "raw"        log-likelihood as is
+    A task whose rule is a run option overrides `scoring_rule(settings)`.
     The per-document metrics are `acc` (the task's rule, the paper's number), `acc_raw`
     (unnormalised), `acc_chars` (length-normalised), and `acc_calibrated` where computed.
     """
 
     scoring: ClassVar[str] = "chars"
     calibration_context: ClassVar[str] = "Answer:"
+    option_prefix: ClassVar[str] = ""  # names this task's options; "" means the task's name
+
+    def scoring_rule(self, settings: Settings) -> str:
+        return self.scoring
+
+    def option(self, settings: Settings, name: str, default: str) -> str:
+        """The run option <option_prefix or task name>_<name>."""
+        return settings.option(f"{self.option_prefix or self.name}_{name}", default)
 
     def context(self, doc: Doc, shots: list[Doc]) -> str:
         raise NotImplementedError
@@ -157,8 +166,8 @@ class MultipleChoiceTask(Task):
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
         ctx = self.context(doc, shots)
         reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
-        if self.scoring == "calibrated":
-            bare = settings.option(f"{self.name}_calibration_context", self.calibration_context)
+        if self.scoring_rule(settings) == "calibrated":
+            bare = self.option(settings, "calibration_context", self.calibration_context)
             reqs += [LoglikelihoodRequest(bare, c) for c in self.choices(doc)]
         return reqs
 
@@ -169,12 +178,13 @@ class MultipleChoiceTask(Task):
         by_chars = [x / max(len(c.lstrip()), 1) for x, c in zip(ll, choices)]
         ranked = {"raw": ll, "chars": by_chars}
         extra: dict[str, Any] = {"logprobs": [round(x, 6) for x in ll]}
-        if self.scoring == "calibrated":
+        rule = self.scoring_rule(settings)
+        if rule == "calibrated":
             uncond = [r.logprob for r in results[n : 2 * n]]  # type: ignore[union-attr]
             ranked["calibrated"] = [a - b for a, b in zip(ll, uncond)]
             extra["calibration_logprobs"] = [round(x, 6) for x in uncond]
         gold = self.gold(doc)
-        pred = argmax(ranked[self.scoring])
+        pred = argmax(ranked[rule])
         metrics = {"acc": float(pred == gold)}
         metrics.update({f"acc_{rule}": float(argmax(r) == gold) for rule, r in ranked.items()})
         return DocScore(str(doc["id"]), str(pred), str(gold), metrics, extra)

@@ -19,7 +19,10 @@ prompts similar to Austin et al. (2021)"; the split, the shots and the prompt ar
   "[BEGIN]\\n". Asserts are shown verbatim; code is shown with its "\\r\\n" (and four stray
   final "\\r") line breaks turned into "\\n", nothing else changed.
 - Generation stops at "[DONE]" or at the start of a new task (the model skipped [DONE]), at most
-  512 new tokens (both NOT STATED; the longest real solution is far shorter).
+  512 new tokens (both NOT STATED; the longest canonical solution is 469 LLaMA tokens). The
+  header is 637 tokens and most prompts stay under 1,200; two do not fit 2,048 - 512 tokens
+  (task 462: 1,568; task 493: 4,389, its asserts hold long lists) and the engine cuts them from
+  the left, dropping shots.
 - Sampling, as for HumanEval (humaneval.py): pass@1 from samples at temperature 0.1, pass@80
   from samples at 0.8, with the unbiased estimator (metrics.pass_at_k). NOT STATED, so defaults
   and options:

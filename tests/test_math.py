@@ -1,0 +1,401 @@
+"""MATH: the boxed-answer reader, the answer normaliser rule by rule, answer extraction from
+realistic completions, the golden prompt, grading of fake results, sampling options, hub rows
+against the release archive, malformed archives, and (when ../shared/data is present) the real
+5,000 problems.
+
+The demo archive (llama_eval/data/demo/math) holds four made-up problems in the release layout;
+tests/fixtures/hf/math.jsonl holds the same four as hub rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import FIXTURES, SAMPLE_DATA
+
+from llama_eval.errors import UserError
+from llama_eval.metrics import final_math_answer, last_boxed, math_answer, normalize_math_answer
+from llama_eval.requests import GenerationResult
+from llama_eval.tasks import data
+from llama_eval.tasks.base import Settings
+from llama_eval.tasks.hendrycks_math import EXEMPLARS, MATH, SUBJECTS
+
+pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
+
+# The `type` field of each subject's problems (../shared/data/PROVENANCE.md, MATH).
+TYPES = {"algebra": "Algebra", "counting_and_probability": "Counting & Probability", "geometry": "Geometry",
+         "intermediate_algebra": "Intermediate Algebra", "number_theory": "Number Theory",
+         "prealgebra": "Prealgebra", "precalculus": "Precalculus"}
+
+
+# -- last_boxed -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [
+    (r"so the answer is $\boxed{36}$.", "36"),
+    (r"$\boxed{\frac{5}{12}}$", r"\frac{5}{12}"),  # nested braces
+    (r"$\boxed{\left(\frac{1}{2}, \sqrt{3}\right)}$", r"\left(\frac{1}{2}, \sqrt{3}\right)"),
+    (r"$\boxed{\{1, 2\}}$", r"\{1, 2\}"),  # escaped braces do not count
+    (r"first $\boxed{1}$, then $\boxed{2}$", "2"),  # the last box
+    (r"$\fbox{7}$", "7"),
+    (r"$\boxed 5$.", "5"),  # the brace-less form runs to the next "$"
+    (r"$\boxed {5}$", "5"),  # spaces before the group
+    ("\\boxed{3} and at last \\boxed{\\frac{1}{2", "3"),  # an unclosed last box is passed over
+    (r"$\boxed{}$", ""),
+    (r"no box here, just 5", None),
+    (r"$\boxedsymbol{5}$", None),  # another command
+    (r"$\boxed$", None),  # no argument
+])
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+# -- the normaliser: one or more cases per rule -------------------------------------------------
+
+@pytest.mark.parametrize("rule,raw,expected", [
+    (1, r"\left( 3, 4 \right)", "(3,4)"),
+    (1, r"\displaystyle\frac{1}{2}", r"\frac{1}{2}"),
+    (1, r"\leftarrow", r"\leftarrow"),  # only the whole command
+    (2, r"2\!\sqrt{3}", r"2\sqrt{3}"),
+    (2, r"5\,\text{cm}", "5"),
+    (2, r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),  # "\\ " is a line break
+    (3, r"$\frac{1}{2}$", r"\frac{1}{2}"),
+    (3, r"\$18.90", "18.9"),
+    (4, r"\dfrac{3}{4}", r"\frac{3}{4}"),
+    (4, r"\tfrac{3}{4}", r"\frac{3}{4}"),
+    (5, r"90^\circ", "90"),
+    (5, r"180^{\circ}", "180"),
+    (5, "45°", "45"),
+    (6, r"25\%", "25"),
+    (6, "7.5%", "7.5"),
+    (7, r"575\text{ students}", "575"),
+    (7, r"440\text{ cm}^2", "440"),
+    (7, r"864 \mbox{ inches}^2", "864"),
+    (7, r"8\text{ ways.}", "8"),
+    (7, r"\frac{68}{3}\text{ pounds}", r"\frac{68}{3}"),
+    (8, r"\text{(C)}", "(C)"),
+    (8, r"\text{Monday}", "Monday"),  # a word alone is the answer, not a unit
+    (8, r"10\text{ a.m.}", "10a.m"),  # "a.m." is not a plain word: kept
+    (8, r"\mathrm{Sunday}", "Sunday"),
+    (9, "x = 3", "3"),
+    (9, r"k_1 = -\frac{1}{2}", r"-\frac{1}{2}"),
+    (9, "y = 2x + 3", "2x+3"),
+    (9, "x^2 + y^2 = 13", "x^2+y^2=13"),  # the left side is not a single variable
+    (9, "x = 1, y = 2", "x=1,y=2"),  # two "=": kept
+    (10, r"3 \pm 2 \sqrt{2}", r"3\pm2\sqrt{2}"),
+    (11, r"\frac12", r"\frac{1}{2}"),
+    (11, r"\frac 1 2", r"\frac{1}{2}"),
+    (11, r"\frac1{2x}", r"\frac{1}{2x}"),
+    (11, r"\frac{3}4", r"\frac{3}{4}"),
+    (11, r"\frac\pi2", r"\frac{\pi}{2}"),
+    (11, r"\frac{\frac12}{3}", r"\frac{\frac{1}{2}}{3}"),
+    (11, r"2\sqrt2", r"2\sqrt{2}"),
+    (11, r"\sqrt[3]{2}", r"\sqrt[3]{2}"),  # the optional argument is left alone
+    (12, ".5", "0.5"),
+    (12, "-.25", "-0.25"),
+    (12, "x+.5", "x+0.5"),
+    (13, "5.", "5"),
+    (14, "1,000", "1000"),
+    (14, r"15,\!000", "15000"),
+    (14, "1,000,000.50", "1000000.5"),
+    (14, "3.0", "3"),
+    (14, "007", "7"),
+    (14, "3/4", r"\frac{3}{4}"),
+    (14, "-3/4", r"-\frac{3}{4}"),
+    (14, "0,4", "0,4"),  # a list of two answers, not a thousands comma
+    (14, "(1,000)", "(1,000)"),  # inside a tuple: left alone
+])
+def test_normalizer_rules(rule, raw, expected):
+    assert normalize_math_answer(raw) == expected, f"rule {rule}"
+
+
+@pytest.mark.parametrize("a,b", [
+    (r"\frac{1}{2}", r"\dfrac12"), ("(3, 4)", r"\left(3,4\right)"), ("0.5", ".5"), ("1,008", r"1,\!008"),
+    ("x=5", "5"), (r"90^\circ", "90"), (r"5\text{ cm}", "5"), (r"\$0.50", "0.5"), ("3/4", r"\frac34"),
+])
+def test_spellings_of_one_answer_agree(a, b):
+    assert normalize_math_answer(a) == normalize_math_answer(b)
+
+
+@pytest.mark.parametrize("a,b", [
+    (r"\frac{1}{2}", r"\frac{1}{3}"), ("5", "50"), ("(1,2)", "(2,1)"), (r"\sqrt{2}", "2"), ("-3", "3"),
+    (r"[0,1)", r"[0,1]"), ("0,4", "4"),
+])
+def test_different_answers_stay_different(a, b):
+    assert normalize_math_answer(a) != normalize_math_answer(b)
+
+
+# -- extraction from completions ---------------------------------------------------------------
+
+@pytest.mark.parametrize("completion,stated,normalised", [
+    # the exemplars' own format
+    ("We have $x + 2 = 5$, so $x = 3$.\nThe final answer is $3$.\n", "3", "3"),
+    ("Adding gives $2x = 8$.\nThe final answer is $\\left(4, 3\\right)$.", r"\left(4, 3\right)", "(4,3)"),
+    # Minerva's format: the first $...$ only, not "I hope it is correct."
+    ("... so it is $\\frac12$.\nFinal Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.",
+     r"\frac{1}{2}", r"\frac{1}{2}"),
+    # no dollars: up to the end of the sentence, keeping a decimal point
+    ("The final answer is 0.5. That is all.", "0.5", "0.5"),
+    ("the final answer is 12\nProblem", "12", "12"),
+    # a box after the phrase is unwrapped
+    ("The final answer is $\\boxed{\\frac{5}{12}}$.", r"\frac{5}{12}", r"\frac{5}{12}"),
+    ("The final answer is \\boxed{7}.", "7", "7"),
+    # MATH's own style: the last box
+    ("The sum is $\\frac{3}{12} + \\frac{2}{12} = \\boxed{\\frac{5}{12}}$.", r"\frac{5}{12}", r"\frac{5}{12}"),
+    # the phrase with nothing after it falls back to the last box
+    ("so $x = \\boxed{4}$. The final answer is", "4", "4"),
+    # the first phrase wins over later ones
+    ("The final answer is $6$.\nThe final answer is $7$.", "6", "6"),
+    # nothing stated
+    ("We have $x + 2 = 5$ and then we", None, None),
+    ("The final answer is $\\$$.", None, None),  # normalises to nothing
+])
+def test_answer_extraction(completion, stated, normalised):
+    if stated is not None:
+        assert final_math_answer(completion) == stated
+    assert math_answer(completion) == normalised
+
+
+def test_every_exemplar_states_its_answer_in_the_format_the_grader_reads_first():
+    expected = ["2", r"\frac{1}{12}", r"\sqrt{13}", "(4,3)"]
+    assert [math_answer(solution) for _, solution in EXEMPLARS] == expected
+    assert all(solution.endswith(f"\nThe final answer is ${final_math_answer(solution)}$.")
+               for _, solution in EXEMPLARS)
+
+
+# -- the task: documents, prompt, requests, grading ------------------------------------------------
+
+def test_paper_rows_and_attributes():
+    task = MATH()
+    paper = pd.read_csv(Path(data.__file__).parents[1] / "data" / "paper" / "llama1_paper.csv")
+    for metric in ("acc", "maj1@256"):
+        hit = paper[(paper.task == task.paper_name) & (paper.metric == metric) & (paper.shots == 4)
+                    & (paper.model == "LLaMA-7B") & (paper.table == task.paper_table)]
+        assert len(hit) == 1, metric
+    assert (task.name, task.paper_shots, task.headline_metric) == ("math", (4,), "acc")
+    assert not task.needs_code_execution
+
+
+def test_release_documents():
+    docs = MATH().load(SAMPLE_DATA)
+    assert [d["id"] for d in docs] == ["algebra/12", "algebra/3", "number_theory/40", "number_theory/5"]
+    assert [d["answer"] for d in docs] == ["36", r"\frac{5}{12}", "12", "1008"]
+    assert docs[1] == {"id": "algebra/3", "subject": "algebra", "level": "Level 3",
+                       "problem": r"Write $\frac{1}{4} + \frac{1}{6}$ as a common fraction.",
+                       "solution": r"The least common denominator is $12$, so the sum is "
+                                   r"$\frac{3}{12} + \frac{2}{12} = \boxed{\frac{5}{12}}$.",
+                       "answer": r"\frac{5}{12}"}
+
+
+GOLDEN_PROMPT = r"""Problem:
+What is the remainder when $2^{10}$ is divided by $7$?
+
+Solution:
+Since $2^3 = 8 = 7 + 1$, we have $2^3 \equiv 1 \pmod{7}$. Then $2^{10} = (2^3)^3 \cdot 2 \equiv 1^3 \cdot 2 = 2 \pmod{7}$.
+The final answer is $2$.
+
+Problem:
+Two fair six-sided dice are rolled. What is the probability that the two numbers rolled add up to $4$? Express your answer as a common fraction.
+
+Solution:
+There are $6 \cdot 6 = 36$ equally likely outcomes. A sum of $4$ comes from $(1,3)$, $(2,2)$ and $(3,1)$, so $3$ outcomes. The probability is $\frac{3}{36} = \frac{1}{12}$.
+The final answer is $\frac{1}{12}$.
+
+Problem:
+What is the distance between the points $(1, 2)$ and $(3, 5)$? Express your answer in simplest radical form.
+
+Solution:
+The points differ by $3 - 1 = 2$ horizontally and $5 - 2 = 3$ vertically, so the distance is $\sqrt{2^2 + 3^2} = \sqrt{13}$.
+The final answer is $\sqrt{13}$.
+
+Problem:
+Find the ordered pair $(x, y)$ that satisfies $x + y = 7$ and $x - y = 1$.
+
+Solution:
+Adding the two equations gives $2x = 8$, so $x = 4$. Then $y = 7 - x = 3$.
+The final answer is $(4, 3)$.
+
+Problem:
+If $2a + 5 = 17$, what is the value of $a^2$?
+
+Solution:
+"""
+
+
+def test_golden_prompt_with_the_four_fixed_exemplars():
+    task = MATH()
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
+    shots = task.select_shots(docs[0], pool, 4, Settings(seed=1))
+    assert shots == task.select_shots(docs[3], pool, 4, Settings(seed=99)) == pool
+    assert task.load_shots(None) == pool
+    assert task.prompt(docs[0], shots) == GOLDEN_PROMPT
+    assert task.prompt(docs[0], []) == "Problem:\nIf $2a + 5 = 17$, what is the value of $a^2$?\n\nSolution:\n"
+    with pytest.raises(UserError, match="--shots 5"):
+        task.select_shots(docs[0], pool, 5, Settings())
+
+
+def test_sampling_regimes():
+    task = MATH()
+    doc = task.load(SAMPLE_DATA)[0]
+    greedy, sampled = task.requests(doc, [], Settings(seed=5))
+    assert (greedy.temperature, greedy.n, greedy.max_new_tokens) == (0.0, 1, 512)
+    assert greedy.until == sampled.until == ("\nProblem:", "\nSolution:")
+    assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 256, 5)
+    [only] = task.requests(doc, [], Settings(samples=0))
+    assert only.temperature == 0.0
+    other = task.requests(doc, [], Settings(samples=7, temperature=0.3, options=(("math_top_p", "0.95"),)))[1]
+    assert (other.temperature, other.top_p, other.n) == (0.3, 0.95, 7)
+    for bad in ("0", "1.5", "high"):
+        with pytest.raises(UserError, match=f"math_top_p={bad}"):
+            task.requests(doc, [], Settings(options=(("math_top_p", bad),)))
+    with pytest.raises(UserError, match="--samples -1"):
+        task.requests(doc, [], Settings(samples=-1))
+
+
+def test_grading_with_fake_results():
+    task = MATH()
+    doc = task.load(SAMPLE_DATA)[1]  # gold \frac{5}{12}
+    greedy = GenerationResult(("The sum is $\\frac{5}{12}$.\nThe final answer is $\\dfrac{5}{12}$.",))
+    samples = GenerationResult(("The final answer is $\\frac5{12}$.", "... $\\boxed{\\frac{5}{12}}$",
+                                "The final answer is $5/12$.", "The final answer is $\\frac{1}{2}$.",
+                                "The final answer is $\\frac12$.", "I do not know"))
+    score = task.score(doc, [greedy, samples], Settings(samples=6))
+    assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
+    assert (score.doc_id, score.prediction, score.gold) == ("algebra/3", r"\frac{5}{12}", r"\frac{5}{12}")
+    assert score.extra["majority"] == r"\frac{5}{12}" and score.extra["votes"] == 3 and score.extra["no_answer"] == 1
+    votes = GenerationResult(("The final answer is $\\frac12$.",
+                              "$\\boxed{0.5}$ hmm, The final answer is $\\frac{1}{2}$",  # the stated answer wins
+                              "The final answer is $\\frac{5}{12}$."))
+    wrong = task.score(doc, [GenerationResult(("The final answer is $\\frac{5}{13}$.",)), votes], Settings(samples=3))
+    assert wrong.metrics == {"acc": 0.0, "maj1@3": 0.0}
+    nothing = [GenerationResult(("no answer",)), GenerationResult(("no", "answer"))]
+    silent = task.score(doc, nothing, Settings(samples=2))
+    assert silent.metrics == {"acc": 0.0, "maj1@2": 0.0}
+    assert silent.prediction == "" and silent.extra["majority"] is None and silent.extra["no_answer"] == 2
+    greedy_only = task.score(doc, [greedy], Settings(samples=0))
+    assert greedy_only.metrics == {"acc": 1.0}
+
+
+# -- the hub gives the same documents ---------------------------------------------------------------
+
+def fake_hub(hf_dataset, split=None):
+    """The fixture's rows of one subject config (a config's rows are those of its `type`)."""
+    path, config, default_split = hf_dataset
+    assert (path, split or default_split) == ("EleutherAI/hendrycks_math", "test") and config in SUBJECTS
+    rows = [json.loads(line) for line in (FIXTURES / "hf" / "math.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [row for row in rows if row["type"] == TYPES[config]]
+
+
+def test_hub_rows_give_the_release_documents_and_requests(monkeypatch):
+    monkeypatch.setattr(data, "load_hf", fake_hub)
+    release, hub = MATH(), MATH()
+    release_docs, hub_docs = release.load(SAMPLE_DATA), hub.load(None)
+    # Hub rows carry no file number: ids are "<subject>/<row index>", the content is the same.
+    assert [d["id"] for d in hub_docs] == ["algebra/0", "algebra/1", "number_theory/0", "number_theory/1"]
+    assert [{**d, "id": None} for d in hub_docs] == [{**d, "id": None} for d in release_docs]
+    settings = Settings(seed=3, samples=8)
+    built = [[task.requests(d, task.select_shots(d, task.load_shots(None), 4, settings), settings) for d in docs]
+             for task, docs in ((release, release_docs), (hub, hub_docs))]
+    assert built[0] == built[1]
+    assert release.source_description.startswith("release file") and "Hugging Face" in hub.source_description
+
+
+def test_bad_hub_row_names_config_row_and_field(monkeypatch):
+    row = {"problem": "p", "level": "Level 1", "type": "Algebra"}
+    monkeypatch.setattr(data, "load_hf", lambda dataset, split=None: [row])
+    message = r"EleutherAI/hendrycks_math \(algebra, test\), row 1: field 'solution' is missing"
+    with pytest.raises(UserError, match=message):
+        MATH().load(None)
+
+
+# -- malformed archives ------------------------------------------------------------------------------
+
+def write_archive(folder: Path, members: dict[str, bytes]) -> Path:
+    path = folder / "math" / "MATH_test.tar.gz"
+    path.parent.mkdir(parents=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+GOOD = json.dumps({"problem": "p", "level": "Level 1", "type": "Algebra", "solution": r"so $\boxed{3}$."}).encode()
+
+
+@pytest.mark.parametrize("name,body,message", [
+    ("MATH/test/algebra/7.json", json.dumps({"problem": "p", "level": "Level 1", "type": "Algebra"}).encode(),
+     r"member MATH/test/algebra/7.json: field 'solution' is missing"),
+    ("MATH/test/algebra/7.json", json.dumps({"problem": 5, "level": "L", "type": "T", "solution": "s"}).encode(),
+     r"member MATH/test/algebra/7.json: field 'problem' should be a string, got 5"),
+    ("MATH/test/algebra/7.json",
+     json.dumps({"problem": "p", "level": "L", "type": "T", "solution": "it is 3"}).encode(),
+     r"member MATH/test/algebra/7.json: field 'solution' should end with the answer in \\boxed"),
+    ("MATH/test/algebra/7.json", b"{not json", r"member MATH/test/algebra/7.json: not valid UTF-8 JSON"),
+    ("MATH/test/algebra/7.json", b"[1, 2]", r"member MATH/test/algebra/7.json: expected a JSON object, got list"),
+    ("MATH/test/calculus/7.json", GOOD, r"member MATH/test/calculus/7.json: not a MATH test problem"),
+    ("MATH/train/algebra/7.json", GOOD, r"member MATH/train/algebra/7.json: not a MATH test problem"),
+])
+def test_malformed_member_names_member_and_field(tmp_path, name, body, message):
+    write_archive(tmp_path, {"MATH/test/algebra/1.json": GOOD, name: body})
+    with pytest.raises(UserError, match=message):
+        MATH().load(tmp_path)
+
+
+def test_damaged_or_missing_archive_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="MATH_test.tar.gz does not exist"):
+        MATH().load(tmp_path)
+    (tmp_path / "math").mkdir()
+    (tmp_path / "math" / "MATH_test.tar.gz").write_bytes(b"not a gzip file at all")
+    with pytest.raises(UserError, match="not a readable .tar.gz archive"):
+        MATH().load(tmp_path)
+
+
+def test_documents_come_in_member_name_order(tmp_path):
+    write_archive(tmp_path, {"MATH/test/number_theory/2.json": GOOD, "MATH/test/algebra/2.json": GOOD,
+                             "MATH/test/algebra/10.json": GOOD})
+    assert [d["id"] for d in MATH().load(tmp_path)] == ["algebra/10", "algebra/2", "number_theory/2"]
+
+
+# -- the real archive -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_docs() -> list:
+    """The real 5,000 problems, read once per module (skipped with the data)."""
+    return []
+
+
+def test_real_archive(shared_data, real_docs):
+    task = MATH()
+    docs = task.load(shared_data)
+    real_docs.extend(docs)
+    assert len(docs) == 5000 and len({d["id"] for d in docs}) == 5000
+    counts = {s: sum(d["subject"] == s for d in docs) for s in SUBJECTS}
+    assert counts == {"algebra": 1187, "counting_and_probability": 474, "geometry": 479, "intermediate_algebra": 903,
+                      "number_theory": 540, "prealgebra": 871, "precalculus": 546}
+    levels = {f"Level {i}": sum(d["level"] == f"Level {i}" for d in docs) for i in range(1, 6)}
+    assert levels == {"Level 1": 437, "Level 2": 894, "Level 3": 1131, "Level 4": 1214, "Level 5": 1324}
+    # Every solution has a boxed answer that normalises to something (load() also insists).
+    assert all(last_boxed(d["solution"]) is not None and d["answer"] for d in docs)
+    assert docs[0]["id"] == "algebra/1" and docs[0]["answer"] == "2"
+    assert task.source_description.startswith("release file")
+
+
+def test_real_prompts_fit_the_window_but_one(shared_data, real_docs, llama_tokenizer_path):
+    """Prompt, BOS and 512 new tokens fit LLaMA's 2,048 tokens for all but one problem (the
+    engine cuts that one's prompt from the left and reports it)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(llama_tokenizer_path))
+    task = MATH()
+    docs = real_docs or task.load(shared_data)
+    shots = task.load_shots(shared_data)
+    prompts = [task.prompt(d, shots) for d in docs]
+    lengths = [len(ids) for ids in sp.encode(prompts)]
+    too_long = [d["id"] for d, n in zip(docs, lengths) if n + 1 + task.max_new_tokens > 2048]
+    assert too_long == ["counting_and_probability/670"]
