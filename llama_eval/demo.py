@@ -25,8 +25,8 @@ def demo_config(output: Path, allow_code_execution: bool = False) -> RunConfig:
     return RunConfig(
         model="random:tiny", tokenizer=str(DEMO_TOKENIZER), tasks=tasks, data_dir=str(DEMO_DATA),
         output=str(output), device="cpu", dtype="float32", allow_code_execution=allow_code_execution,
-        # Few samples keep it quick: maj1@4 for GSM8K, pass@1 from 4 samples for HumanEval.
-        samples=4, options=("humaneval_k=1",),
+        # Few samples keep it quick: maj1@4 for GSM8K, pass@1 from 4 samples for the code tasks.
+        samples=4, options=("humaneval_k=1", "mbpp_k=1"),
         use_cache=False, progress=False,
         # The demo's question-answering pools are too small for the paper's 5 and 64 shots.
         task_shots=(("nq_open", (0, 1)), ("triviaqa", (0, 1))),
@@ -43,7 +43,7 @@ def run_demo(output: Path, allow_code_execution: bool = False) -> int:
     for table in reporting.tables_for([run]):
         print(reporting.paper_table(table, [run], "md"))
     skipped = "" if allow_code_execution else (
-        "HumanEval was left out: it runs model-written code; add --allow-code-execution to include it.\n")
+        "HumanEval and MBPP were left out: they run model-written code; add --allow-code-execution to include them.\n")
     print(
         f"Demo finished in {time.monotonic() - start:.1f} s; files in {outcome.run_dir}.\n"
         "These numbers come from a random-weight model on a handful of made-up documents: they are\n"

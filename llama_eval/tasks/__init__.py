@@ -35,8 +35,10 @@ TASKS: dict[str, str] = {
     "race_high": "llama_eval.tasks.race:RACEHigh",
     # Table 7: mathematical reasoning
     "gsm8k": "llama_eval.tasks.gsm8k:GSM8K",
+    "math": "llama_eval.tasks.hendrycks_math:MATH",
     # Table 8: code generation
     "humaneval": "llama_eval.tasks.humaneval:HumanEval",
+    "mbpp": "llama_eval.tasks.mbpp:MBPP",
     # Table 9: massive multitask language understanding
     "mmlu": "llama_eval.tasks.mmlu:MMLU",
 }

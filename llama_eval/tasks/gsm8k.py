@@ -26,19 +26,16 @@ setup as Minerva"; shots, prompt, temperature and answer extraction are NOT STAT
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UserError
-from ..metrics import canonical_number, extract_number, majority_vote, numbers_equal
-from . import data
+from ..metrics import canonical_number, extract_number, numbers_equal
+from . import data, voting
 from .base import Doc, DocScore, GenerationTask, Settings
 from .nq_open import content_id, unique_ids
 
 SAMPLES = 100  # maj1@100, as in Table 7
-TEMPERATURE = 0.6  # Minerva's sampling temperature; NOT STATED for LLaMA
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
@@ -51,17 +48,6 @@ def gsm8k_doc(row: dict[str, Any], source: Any, lineno: int) -> Doc:
         raise data.invalid(source, lineno, "answer", solution[-60:], 'a worked solution ending "#### <number>"')
     return {"id": content_id("gsm8k", question), "question": question,
             "solution": _CALCULATOR.sub("", solution), "answer": gold}
-
-
-def top_p(settings: Settings) -> float:
-    text = settings.option("gsm8k_top_p", "1.0")
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 < value <= 1.0:
-        raise UserError(f"--option gsm8k_top_p={text}: must be a number in (0, 1]")
-    return value
 
 
 class GSM8K(GenerationTask):
@@ -104,30 +90,8 @@ class GSM8K(GenerationTask):
         blocks = [f"Question: {s['question']}\nAnswer: {s['solution']}" for s in shots]
         return "\n\n".join([*blocks, f"Question: {doc['question']}\nAnswer:"])
 
-    @staticmethod
-    def samples(settings: Settings) -> int:
-        k = SAMPLES if settings.samples is None else settings.samples
-        if k < 0:
-            raise UserError(f"--samples {k}: must be 0 (greedy only) or the number of samples for maj1@k")
-        return k
-
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
-        regimes: list[dict[str, Any]] = [dict(temperature=0.0, n=1)]
-        k = self.samples(settings)
-        if k:
-            temperature = TEMPERATURE if settings.temperature is None else settings.temperature
-            regimes.append(dict(temperature=temperature, top_p=top_p(settings), n=k))
-        return regimes
+        return voting.majority_regimes(settings, self.name, SAMPLES)
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        greedy = completions[0][0]
-        prediction = extract_number(greedy)
-        metrics = {"acc": float(numbers_equal(prediction, doc["answer"]))}
-        extra: dict[str, Any] = {"completion": greedy}
-        if len(completions) > 1:
-            answers = [extract_number(c) for c in completions[1]]
-            vote = majority_vote(answers)
-            metrics[f"maj1@{self.samples(settings)}"] = float(numbers_equal(vote, doc["answer"]))
-            extra.update(majority=vote, votes=answers.count(vote) if vote is not None else 0,
-                         no_answer=answers.count(None))
-        return DocScore(doc["id"], prediction or "", doc["answer"], metrics, extra)
+        return voting.grade_by_vote(doc, completions, doc["answer"], extract_number, numbers_equal)

@@ -19,7 +19,9 @@ setup as Minerva"; shots, prompt, temperature and answer extraction are NOT STAT
 - Prompt (NOT STATED in the paper): "Problem:\\n{problem}\\n\\nSolution:\\n{solution}\\n\\n" per
   shot, then "Problem:\\n{problem}\\n\\nSolution:\\n". Generation stops at a line starting
   "Problem:" or "Solution:" (the model beginning another example), at most 512 new tokens
-  (NOT STATED).
+  (NOT STATED). Prompt, BOS and the 512 new tokens fit LLaMA's 2,048-token window for every
+  problem but one (counting_and_probability/670, a 1,864-token prompt), which the engine cuts
+  from the left and reports as truncated.
 - Decoding and metrics, as for GSM8K:
     acc          one greedy sample per problem (the paper's plain column).
     maj1@{k}     k samples at temperature 0.6 (Minerva's; --temperature overrides), top-p from
@@ -34,7 +36,6 @@ setup as Minerva"; shots, prompt, temperature and answer extraction are NOT STAT
 from __future__ import annotations
 
 import json
-import math
 import re
 import tarfile
 import zlib
@@ -42,10 +43,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
-from ..metrics import last_boxed, majority_vote, math_answer, normalize_math_answer
-from . import data
+from ..metrics import last_boxed, math_answer, normalize_math_answer
+from . import data, voting
 from .base import Doc, DocScore, GenerationTask, Settings
-from .gsm8k import TEMPERATURE  # Minerva's sampling temperature, the same for both tasks
 
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
             "number_theory", "prealgebra", "precalculus")
@@ -125,17 +125,6 @@ def exemplar_docs() -> list[Doc]:
             for i, (problem, solution) in enumerate(EXEMPLARS, 1)]
 
 
-def top_p(settings: Settings) -> float:
-    text = settings.option("math_top_p", "1.0")
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 < value <= 1.0:
-        raise UserError(f"--option math_top_p={text}: must be a number in (0, 1]")
-    return value
-
-
 class MATH(GenerationTask):
     name = "math"
     paper_name = "MATH"
@@ -177,30 +166,8 @@ class MATH(GenerationTask):
         blocks = [f"Problem:\n{s['problem']}\n\nSolution:\n{s['solution']}\n\n" for s in shots]
         return "".join(blocks) + f"Problem:\n{doc['problem']}\n\nSolution:\n"
 
-    @staticmethod
-    def samples(settings: Settings) -> int:
-        k = SAMPLES if settings.samples is None else settings.samples
-        if k < 0:
-            raise UserError(f"--samples {k}: must be 0 (greedy only) or the number of samples for maj1@k")
-        return k
-
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
-        regimes: list[dict[str, Any]] = [dict(temperature=0.0, n=1)]
-        k = self.samples(settings)
-        if k:
-            temperature = TEMPERATURE if settings.temperature is None else settings.temperature
-            regimes.append(dict(temperature=temperature, top_p=top_p(settings), n=k))
-        return regimes
+        return voting.majority_regimes(settings, self.name, SAMPLES)
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        greedy = completions[0][0]
-        prediction = math_answer(greedy)
-        metrics = {"acc": float(prediction == doc["answer"])}
-        extra: dict[str, Any] = {"completion": greedy}
-        if len(completions) > 1:
-            answers = [math_answer(c) for c in completions[1]]
-            vote = majority_vote(answers)
-            metrics[f"maj1@{self.samples(settings)}"] = float(vote == doc["answer"])
-            extra.update(majority=vote, votes=answers.count(vote) if vote is not None else 0,
-                         no_answer=answers.count(None))
-        return DocScore(doc["id"], prediction or "", doc["answer"], metrics, extra)
+        return voting.grade_by_vote(doc, completions, doc["answer"], math_answer, lambda a, gold: a == gold)

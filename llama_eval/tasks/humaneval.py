@@ -27,46 +27,19 @@ protocol in ../shared/reference/PROTOCOL.md, "Table 8".
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .. import execution
-from ..errors import UserError
-from ..metrics import pass_at_k
-from . import data
+from . import code, data
 from .base import Doc, DocScore, GenerationTask, Settings
 
-SAMPLES = 200
-PASS1_TEMPERATURE = 0.1
-SAMPLED_TEMPERATURE = 0.8  # for every k > 1
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
 
 def humaneval_doc(row: dict[str, Any], source: Any, lineno: int) -> Doc:
     doc = {name: data.field(row, name, source, lineno) for name in FIELDS}
     return {"id": doc.pop("task_id"), **doc}
-
-
-def _number_option(settings: Settings, name: str, default: str, low: float, high: float) -> float:
-    text = settings.option(name, default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not low < value <= high:
-        raise UserError(f"--option {name}={text}: must be a number in ({low:g}, {high:g}]")
-    return value
-
-
-def pass_ks(settings: Settings) -> tuple[int, ...]:
-    text = settings.option("humaneval_k", "1,100")
-    parts = text.split(",")
-    if not all(p.strip().isdigit() and int(p) > 0 for p in parts) or 1 not in {int(p) for p in parts}:
-        raise UserError(f"--option humaneval_k={text}: give positive whole numbers separated by commas, "
-                        "including 1 (e.g. 1,10,100)")
-    return tuple(sorted({int(p) for p in parts}))
 
 
 class HumanEval(GenerationTask):
@@ -93,44 +66,13 @@ class HumanEval(GenerationTask):
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         return doc["prompt"]
 
-    def regimes(self, settings: Settings) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
-        """(GenerationRequest fields, the k values scored on its samples) per decoding regime."""
-        ks = pass_ks(settings)
-        mode = settings.option("humaneval_pass1", "sampled")
-        if mode not in ("sampled", "greedy"):
-            raise UserError(f"--option humaneval_pass1={mode}: must be sampled or greedy")
-        n = SAMPLES if settings.samples is None else settings.samples
-        largest = max((k for k in ks if k > 1 or mode == "sampled"), default=0)
-        if n < largest:
-            raise UserError(f"--samples {n}: pass@{largest} needs at least {largest} samples per problem")
-        top_p = _number_option(settings, "humaneval_top_p", "0.95", 0.0, 1.0)
-        low, high = PASS1_TEMPERATURE, SAMPLED_TEMPERATURE
-        if settings.temperature is not None:
-            low = high = settings.temperature
-        first = dict(temperature=0.0, n=1) if mode == "greedy" else dict(temperature=low, top_p=top_p, n=n)
-        out = [(first, (1,))]
-        if len(ks) > 1:
-            out.append((dict(temperature=high, top_p=top_p, n=n), ks[1:]))
-        return out
+    def regimes(self, settings: Settings) -> list[code.Regime]:
+        return code.sampling_regimes(settings, self.name, "1,100")
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
         return [fields for fields, _ in self.regimes(settings)]
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        if not settings.allow_code_execution:
-            raise UserError("grading humaneval runs the model's code; pass --allow-code-execution to allow it "
-                            "(each program runs in a sandboxed child process, see execution.py)")
-        timeout = _number_option(settings, "humaneval_timeout", "10", 0.0, math.inf)
         programs = [[execution.humaneval_program(doc, c) for c in samples] for samples in completions]
-        unique = list(dict.fromkeys(p for ps in programs for p in ps))
-        outcome = dict(zip(unique, execution.check_many(unique, timeout=timeout)))
-        metrics, passed = {}, {}
-        for (_, ks), ps in zip(self.regimes(settings), programs, strict=True):
-            c = sum(outcome[p].status == "passed" for p in ps)
-            for k in ks:
-                metrics[f"pass@{k}"] = pass_at_k(len(ps), c, k)
-                passed[f"pass@{k}"] = f"{c}/{len(ps)}"
-        statuses = Counter(outcome[p].status for ps in programs for p in ps)
-        failure = next((outcome[p].detail for ps in programs for p in ps if outcome[p].status != "passed"), "")
-        extra = {"passed": passed, "statuses": dict(statuses), "first_failure": failure[:300]}
-        return DocScore(doc["id"], completions[0][0], doc["canonical_solution"], metrics, extra)
+        return code.grade_programs(self.name, doc["id"], completions[0][0], doc["canonical_solution"], programs,
+                                   self.regimes(settings), settings)
