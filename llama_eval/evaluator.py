@@ -167,10 +167,13 @@ class Engine:
 
 def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> None:
     """Grade each document of `run` from its requests' results, then aggregate."""
-    run.scores = [run.task.score(doc, [results[r] for r in reqs], settings) for doc, reqs in zip(run.docs, run.requests)]
-    for s, used in zip(run.scores, run.shots_used):
+    answered = [[results[r] for r in reqs] for reqs in run.requests]
+    run.scores = [run.task.score(doc, res, settings) for doc, res in zip(run.docs, answered)]
+    for s, res, used in zip(run.scores, answered, run.shots_used):
         if used < run.shots:
             s.extra["shots_dropped"] = run.shots - used
+        if cut := sum(r.truncated for r in res):
+            s.extra["truncated_requests"] = cut  # cut from the left to fit the model's window
     run.metrics = run.task.aggregate(run.scores)
 
 

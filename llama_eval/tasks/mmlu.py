@@ -18,6 +18,10 @@ Other, Average) and the per-subject Table 16; protocol in ../shared/reference/PR
       then           "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
   and the choices " A", " B", " C", " D" (letters scored, not answer texts; NOT STATED either).
 - Scoring: raw log-likelihood of the letter.
+- Window: with LLaMA-1's 2,048 tokens, 524 five-shot prompts do not fit (high_school_us_history
+  204, high_school_european_history 165, professional_law 153, high_school_world_history 2);
+  the engine cuts them from the left, as for any task (counted in run.json, and per document
+  as `truncated_requests` in the samples file). How the paper handled them is NOT STATED.
 - Aggregation: per-subject accuracy (group = subject), per-category and overall averages
   weighted by question count, with anatomy counted under "Other" (Table 16 prints it under
   STEM, but only "Other" reproduces the paper's averages); see `mmlu_averages`.
