@@ -68,7 +68,7 @@ def test_release_file_gives_the_test_range_and_the_three_fixed_shots():
     for seed in (1, 99):
         assert task.select_shots(docs[seed % 3], shots, 3, Settings(seed=seed)) == shots
     assert task.select_shots(docs[0], shots, 1, Settings()) == shots[:1]
-    with pytest.raises(UserError, match="--shots 4: MBPP has 3 fixed prompting examples"):
+    with pytest.raises(UserError, match="task mbpp: --shots 4 asked for but its few-shot pool holds 3 examples"):
         task.select_shots(docs[0], shots, 4, Settings())
 
 

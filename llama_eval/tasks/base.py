@@ -69,6 +69,7 @@ class Task:
     hf_dataset: ClassVar[tuple[str, str | None, str]] = ("", None, "")  # (path, config, split)
     few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
     needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
+    fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
 
     # -- data -------------------------------------------------------------------------
     def load(self, data_dir: Path | None) -> list[Doc]:
@@ -109,19 +110,22 @@ class Task:
 
     # -- few-shot selection -------------------------------------------------------------
     def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        """k examples for `doc`, drawn from its own random stream.
+        """k examples for `doc`, never the document itself.
 
-        The stream is seeded by (task, seed, document id), so a document's shots do not
-        depend on which other documents are in the run, their order, the batch size or
-        the number of processes. The document itself is never its own shot.
+        With `fixed_shots`, the first k of the pool for every document (a header the engine
+        runs once). Otherwise drawn from the document's own random stream, seeded by (task,
+        seed, document id), so a document's shots do not depend on which other documents are
+        in the run, their order, the batch size or the number of processes.
         """
         if k == 0:
             return []
-        candidates = [d for d in pool if d["id"] != doc["id"]]
         if not pool:
             raise UserError(f"task {self.name} has no few-shot pool: it is evaluated zero-shot (use --shots 0)")
+        candidates = [d for d in pool if d["id"] != doc["id"]]
         if len(candidates) < k:
             raise UserError(f"task {self.name}: --shots {k} asked for but its few-shot pool holds {len(candidates)} examples")
+        if self.fixed_shots:
+            return candidates[:k]
         rng = random.Random(f"{self.name}:{settings.seed}:{doc['id']}")
         return rng.sample(candidates, k)
 

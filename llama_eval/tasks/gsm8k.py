@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..metrics import canonical_number, extract_number, numbers_equal
 from . import data, voting
@@ -61,6 +61,7 @@ class GSM8K(GenerationTask):
     until = ("\n\n", "Question:")
     max_new_tokens = 256
     source_description = ""  # set by load()
+    fixed_shots = True
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
@@ -78,13 +79,6 @@ class GSM8K(GenerationTask):
             return unique_ids([gsm8k_doc(row, path, lineno) for lineno, row in data.read_records(path)])
         source = data.hf_source(self.hf_dataset, split)
         return unique_ids([gsm8k_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset, split))])
-
-    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        """The first k problems of the pool (never the document itself), whatever the seed."""
-        candidates = [d for d in pool if d["id"] != doc["id"]]
-        if len(candidates) < k:
-            raise ValueError(f"{self.name}: {k} shots asked for but the pool holds {len(candidates)}")
-        return candidates[:k]
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         blocks = [f"Question: {s['question']}\nAnswer: {s['solution']}" for s in shots]

@@ -40,7 +40,7 @@ import re
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..metrics import last_boxed, math_answer, normalize_math_answer
@@ -136,6 +136,7 @@ class MATH(GenerationTask):
     until = ("\nProblem:", "\nSolution:")
     max_new_tokens = 512
     source_description = ""  # set by load()
+    fixed_shots = True
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
@@ -155,12 +156,6 @@ class MATH(GenerationTask):
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
         return exemplar_docs()
-
-    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        """The first k exemplars, whatever the seed."""
-        if k > len(pool):
-            raise UserError(f"task {self.name}: --shots {k} asked for but it has {len(pool)} worked examples")
-        return list(pool[:k])
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         blocks = [f"Problem:\n{s['problem']}\n\nSolution:\n{s['solution']}\n\n" for s in shots]

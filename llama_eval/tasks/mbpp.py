@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UserError
 from . import code, data
@@ -93,6 +93,7 @@ class MBPP(GenerationTask):
     until = ("[DONE]", "You are an expert Python programmer")
     max_new_tokens = 512
     source_description = ""  # set by load()
+    fixed_shots = True
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
@@ -120,13 +121,6 @@ class MBPP(GenerationTask):
         if repeated := [i for i, n in Counter(d["task_id"] for d in docs).items() if n > 1]:
             raise UserError(f"{source}: task id {repeated[0]} occurs more than once; MBPP task ids are unique")
         return docs
-
-    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        """The first k of the fixed shots (task ids 2, 3, 4), whatever the seed."""
-        if k > len(pool):
-            raise UserError(f"--shots {k}: MBPP has {len(pool)} fixed prompting examples (task ids 2, 3, 4); "
-                            "use at most 3")
-        return list(pool[:k])
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         header = "".join(f"{task_block(s)}[BEGIN]\n{s['code']}\n[DONE]\n\n" for s in shots)

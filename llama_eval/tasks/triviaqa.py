@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..metrics import normalize_answer
-from ..requests import Request
 from . import data
-from .base import Doc, DocScore, GenerationTask, Settings
-from .nq_open import QAFormat, fit_shots, grade_qa, qa_doc, qa_prompt, qa_requests, read_dpr, string_list, unique_ids
+from .base import Doc
+from .nq_open import NaturalQuestions, qa_doc, read_dpr, string_list, unique_ids
 
 
 def shot_answer(aliases: Sequence[str]) -> str:
@@ -45,17 +44,14 @@ def shot_answer(aliases: Sequence[str]) -> str:
     return aliases[max(range(len(aliases)), key=lambda i: (support[i], -len(aliases[i]), -i))]
 
 
-class TriviaQA(GenerationTask):
+class TriviaQA(NaturalQuestions):
+    """NaturalQuestions' prompt, decoding and grading; only the data differs."""
+
     name = "triviaqa"
     paper_name = "TriviaQA"
     paper_table = 5
-    paper_shots = (0, 1, 5, 64)
-    headline_metric = "exact_match"
     hf_dataset = ("mandarjoshi/trivia_qa", "rc.nocontext", "validation")
     few_shot_pool = "DPR trivia-dev (triviaqa/topics.dpr.trivia.dev.txt), or rc.nocontext train on the hub"
-    until = ("\n",)
-    max_new_tokens = 32
-    source_description = ""  # set by load()
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
@@ -90,14 +86,3 @@ class TriviaQA(GenerationTask):
         golds = aliases if value in aliases else [*aliases, value]
         return qa_doc("tqa", data.field(row, "question", source, lineno), golds, value)
 
-    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        return fit_shots(doc, super().select_shots(doc, pool, k, settings), QAFormat.from_settings(settings))
-
-    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
-        return qa_prompt(doc, shots, QAFormat())
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        return qa_requests(doc, shots, settings, self)
-
-    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        return grade_qa(doc, completions)
