@@ -143,12 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from . import reporting
     from .evaluator import evaluate
-    from .tasks import names
+    from .tasks import get_task, include, names
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     if values["tasks"] == ("all",):
-        values["tasks"] = tuple(names())
+        for path in values["include"]:  # their tasks count as part of "all"
+            include(path)
+        every = [get_task(n) for n in names()]
+        values["tasks"] = tuple(t.name for t in every if values["allow_code_execution"] or not t.needs_code_execution)
+        if left := [t.name for t in every if t.name not in values["tasks"]]:
+            print(f"llama-eval: --tasks all leaves out {', '.join(left)}: they run model-written code "
+                  "(add --allow-code-execution to include them)", file=sys.stderr)
     for key in ("options", "include", "task_shots"):
         values[key] = tuple(values[key])
     outcome = evaluate(RunConfig(**values))

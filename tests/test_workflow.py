@@ -280,3 +280,16 @@ def test_data_verify_command(shared_data, capsys):
     assert main(["data", "verify", "--data-dir", str(shared_data)]) == 0
     out = capsys.readouterr().out
     assert "0 problem(s)" in out and "ok        mmlu/test/anatomy_test.csv" in out
+
+
+def test_all_tasks_leave_out_code_tasks_without_permission(tmp_path, capsys):
+    from llama_eval.demo import DEMO_DATA
+
+    out = tmp_path / "all"
+    assert main(["run", "--model", "random:tiny", "--tokenizer", str(TINY_TOKENIZER), "--tasks", "all",
+                 "--data-dir", str(DEMO_DATA), "--limit", "1", "--samples", "0", "--task-shots", "nq_open=0",
+                 "--task-shots", "triviaqa=0", "--output", str(out), "--no-progress"]) == 0
+    assert "--tasks all leaves out humaneval, mbpp" in capsys.readouterr().err
+    written = {p.name for p in out.glob("samples_*.csv")}
+    assert "samples_piqa.csv" in written and "samples_math.csv" in written
+    assert not {"samples_humaneval.csv", "samples_mbpp.csv"} & written
