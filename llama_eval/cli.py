@@ -54,11 +54,12 @@ def _model_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llama-eval", description="Reproduce the LLaMA paper's benchmark tables.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = _Parser(prog="llama-eval", description="Reproduce the LLaMA paper's benchmark tables.", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("run", help="evaluate a model on tasks; write result CSVs and paper-style tables")
+    p = sub.add_parser("run", parents=[common], help="evaluate a model on tasks; write result CSVs and paper-style tables")
     _model_flags(p)
     p.add_argument("--tasks", required=True, type=_names, help="comma-separated task names, or 'all'")
     p.add_argument("--shots", type=_ints, default=DEFAULTS["shots"], help="shot counts, e.g. 0,1,5,64 (default: the paper's)")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=float, default=DEFAULTS["dist_timeout"],
                    help="seconds a rank waits for the others before the run stops")
 
-    p = sub.add_parser("plan", help="memory each GPU needs for a model, before any weights are read")
+    p = sub.add_parser("plan", parents=[common], help="memory each GPU needs for a model, before any weights are read")
     p.add_argument("--model", required=True, help="preset or checkpoint folder")
     p.add_argument("--gpus", type=int, required=True)
     p.add_argument("--gpu-memory", type=float, required=True, help="GiB per GPU")
@@ -93,22 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"])
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
 
-    p = sub.add_parser("score", help="log-likelihoods for your own {id, context, continuation} lines")
+    p = sub.add_parser("score", parents=[common], help="log-likelihoods for your own {id, context, continuation} lines")
     _model_flags(p)
     p.add_argument("--requests", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"])
 
-    p = sub.add_parser("generate", help="completions for your own {id, prompt, ...} lines")
+    p = sub.add_parser("generate", parents=[common], help="completions for your own {id, prompt, ...} lines")
     _model_flags(p)
     p.add_argument("--requests", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"])
 
-    p = sub.add_parser("info", help="describe a checkpoint: format, config, parameters, files")
+    p = sub.add_parser("info", parents=[common], help="describe a checkpoint: format, config, parameters, files")
     _model_flags(p)
 
-    p = sub.add_parser("execute", help="check code completions produced elsewhere in the sandbox; pass@k")
+    p = sub.add_parser("execute", parents=[common], help="check code completions produced elsewhere in the sandbox; pass@k")
     p.add_argument("--samples", required=True, type=Path, help='JSON lines {"task_id", "completion"}')
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--problems", type=Path, help="HumanEval.jsonl.gz (default: <data-dir>/humaneval/HumanEval.jsonl.gz)")
@@ -117,24 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     p.add_argument("--allow-code-execution", action="store_true")
 
-    p = sub.add_parser("compare", help="what changed between runs, and is it significant")
+    p = sub.add_parser("compare", parents=[common], help="what changed between runs, and is it significant")
     p.add_argument("runs", nargs="+", type=Path, help="run folders or CSV files")
     p.add_argument("--fail-below", type=float, default=None, help="exit 1 if a metric drops significantly by more than this many points")
 
-    p = sub.add_parser("table", help="the paper's tables filled from runs")
+    p = sub.add_parser("table", parents=[common], help="the paper's tables filled from runs")
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--format", default="md", choices=["md", "latex", "csv"])
     p.add_argument("--tables", type=_ints, default=(3, 4, 5, 6, 7, 8, 9))
     p.add_argument("--diff", action="store_true", help="add our-minus-paper rows")
     p.add_argument("--plot", type=Path, help="also write a PNG of each task's value against the paper's")
 
-    p = sub.add_parser("demo", help="every task end to end on a tiny random model, offline, in a minute")
+    p = sub.add_parser("demo", parents=[common], help="every task end to end on a tiny random model, offline, in a minute")
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
     p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval (runs model-written code)")
 
-    sub.add_parser("tasks", help="list tasks: splits, shots, metrics, paper table")
-    sub.add_parser("models", help="list presets and where weights are looked for")
-    p = sub.add_parser("data", help="data files")
+    sub.add_parser("tasks", parents=[common], help="list tasks: splits, shots, metrics, paper table")
+    sub.add_parser("models", parents=[common], help="list presets and where weights are looked for")
+    p = sub.add_parser("data", parents=[common], help="data files")
     p.add_argument("action", choices=["verify"])
     p.add_argument("--data-dir", required=True, type=Path)
     return parser
