@@ -279,7 +279,9 @@ def cmd_table(args) -> int:
     for t in args.tables:
         print(reporting.paper_table(t, runs, args.format, show_diff=args.diff))
     if args.plot:
-        reporting.plot(runs, args.plot)
+        from .plotting import plot
+
+        plot(runs, args.plot)
         print(f"plot: {args.plot}")
     return 0
 

@@ -293,3 +293,29 @@ def test_all_tasks_leave_out_code_tasks_without_permission(tmp_path, capsys):
     written = {p.name for p in out.glob("samples_*.csv")}
     assert "samples_piqa.csv" in written and "samples_math.csv" in written
     assert not {"samples_humaneval.csv", "samples_mbpp.csv"} & written
+
+
+def test_execute_and_table_commands(tmp_path, capsys):
+    """`execute` grades completions made elsewhere; `table` prints and plots a run's tables."""
+    import gzip
+
+    from llama_eval.demo import DEMO_DATA
+
+    problems = [json.loads(x) for x in gzip.open(DEMO_DATA / "humaneval" / "HumanEval.jsonl.gz", "rt")]
+    first = problems[0]
+    samples = [{"task_id": first["task_id"], "completion": first["canonical_solution"]},
+               {"task_id": first["task_id"], "completion": "    return None\n"}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(x) + "\n" for x in samples))
+    assert main(["execute", "--samples", str(tmp_path / "s.jsonl"), "--output", str(tmp_path / "o.jsonl"),
+                 "--data-dir", str(DEMO_DATA), "--k", "1", "--allow-code-execution"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["passed", "failed"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"pass@1": 50.0}
+
+    run = tmp_path / "run"
+    assert main(["run", "--model", "random:tiny", "--tokenizer", str(TINY_TOKENIZER), "--tasks", "piqa,mmlu",
+                 "--data-dir", str(DEMO_DATA), "--output", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["table", str(run), "--format", "latex", "--tables", "3,9", "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "\\begin{tabular}" in out and "random:tiny" in out and (tmp_path / "p.png").stat().st_size > 1000
