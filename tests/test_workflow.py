@@ -314,7 +314,7 @@ def test_execute_and_table_commands(tmp_path, capsys):
 
     run = tmp_path / "run"
     assert main(["run", "--model", "random:tiny", "--tokenizer", str(TINY_TOKENIZER), "--tasks", "piqa,mmlu",
-                 "--data-dir", str(DEMO_DATA), "--output", str(run), "--no-progress"]) == 0
+                 "--data-dir", str(DEMO_DATA), "--output", str(run), "--paper-model", "LLaMA-7B", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["table", str(run), "--format", "latex", "--tables", "3,9", "--plot", str(tmp_path / "p.png")]) == 0
     out = capsys.readouterr().out
