@@ -17,6 +17,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # A few made-up documents per benchmark in the release files' layout: the demo's data, and the
 # tests' stand-in for ../shared/data.
 SAMPLE_DATA = REPO / "llama_eval" / "data" / "demo"
+TINY_TOKENIZER = SAMPLE_DATA / "tokenizer.model"
 
 
 @pytest.fixture
@@ -35,30 +36,11 @@ def llama_tokenizer_path(shared_data: Path) -> Path:
     return path
 
 
-TINY_CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Question: What is the capital of France? Answer: Paris",
-    "The following are multiple choice questions (with answers).",
-    "A. one B. two C. three D. four",
-    "Once upon a time there was a little girl named Lily. She liked to play in the park.",
-    "def add(a, b):\n    return a + b",
-    "Q: Who wrote the book the origin of species?\nA: Charles Darwin",
-]
-
-
 @pytest.fixture(scope="session")
-def tiny_tokenizer_path(tmp_path_factory) -> Path:
-    """A 400-piece SentencePiece BPE model trained here on a few sentences (byte fallback on,
-    so any text encodes): for tests that need a tokenizer but not the real one."""
-    import sentencepiece as spm
-
-    path = tmp_path_factory.mktemp("tok") / "tiny.model"
-    with open(path, "wb") as f:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(TINY_CORPUS * 20), model_writer=f, vocab_size=400, model_type="bpe",
-            byte_fallback=True, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
-        )
-    return path
+def tiny_tokenizer_path() -> Path:
+    """The 320-piece SentencePiece model bundled with the demo (tests/fixtures/make_tiny_tokenizer.py
+    wrote it): for tests that need a tokenizer but not the real one."""
+    return TINY_TOKENIZER
 
 
 @pytest.fixture(scope="session")
@@ -70,5 +52,5 @@ def tiny_model_and_tokenizer(tiny_tokenizer_path):
     from llama_eval.model.tokenizer import Tokenizer
 
     tok = Tokenizer(tiny_tokenizer_path)
-    args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=256)
+    args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=1024)
     return init_random(build(args, "cpu"), seed=1), tok

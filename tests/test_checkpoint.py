@@ -17,8 +17,7 @@ from llama_eval.model.checkpoint import (
 )
 from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random, rotary_tables
 
-# 320 SentencePiece pieces, made by tests/fixtures/model/make_tiny_tokenizer.py.
-TINY_TOKENIZER = Path(__file__).parent / "fixtures" / "model" / "tiny.model"
+from conftest import TINY_TOKENIZER  # noqa: E402  (320 pieces)
 VOCAB = 320
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, multiple_of=32, norm_eps=1e-5)
 TOKENS = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))

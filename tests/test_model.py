@@ -16,7 +16,7 @@ from llama_eval.model.llama import PRESETS, ModelArgs, build, count_parameters, 
 transformers = pytest.importorskip("transformers")
 
 # 320 SentencePiece pieces, made by make_tiny_tokenizer.py beside it.
-TINY_TOKENIZER = Path(__file__).parent / "fixtures" / "model" / "tiny.model"
+from conftest import TINY_TOKENIZER  # noqa: E402
 VOCAB = 320
 
 LLAMA1_STYLE = dict(num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6)

@@ -30,8 +30,8 @@ from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest as G
 from llama_eval.requests import LoglikelihoodRequest as R
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TOKENIZER = FIXTURES / "model" / "tiny.model"  # 320 pieces
+from conftest import TINY_TOKENIZER  # noqa: E402
+TOKENIZER = TINY_TOKENIZER  # 320 pieces
 # 8 query heads over 4 kv heads: splits into 1, 2 and 4 shards the way Meta's code allows.
 PARAMS = {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 4, "multiple_of": 32, "norm_eps": 1e-5,
           "vocab_size": -1}

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from llama_eval.errors import UserError
 from llama_eval.parallel_plan import GIB, cmd_plan_text, plan_memory
 
-TOKENIZER = Path(__file__).resolve().parent / "fixtures" / "model" / "tiny.model"
+from conftest import TINY_TOKENIZER as TOKENIZER  # noqa: E402
 
 
 def test_7b_on_one_gpu():

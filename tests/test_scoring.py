@@ -62,6 +62,7 @@ def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, references
         if not req.continuation:
             assert (res.logprob, res.is_greedy, res.n_tokens) == (0.0, True, 0)
             continue
+        assert not res.truncated  # the reference runs the whole sequence
         lp, greedy = ref
         assert res.logprob == pytest.approx(lp, abs=1e-4)
         assert res.is_greedy == greedy

@@ -9,7 +9,7 @@ import pytest
 from llama_eval.errors import UserError
 from llama_eval.model.tokenizer import Tokenizer
 
-TINY_TOKENIZER = Path(__file__).parent / "fixtures" / "model" / "tiny.model"
+from conftest import TINY_TOKENIZER  # noqa: E402
 
 # Ids of LLaMA's tokenizer.model (without BOS) as published in llama.cpp's tokenizer test,
 # ggerganov/llama.cpp tests/test-tokenizer-0-llama.cpp (commit 0fb40ae7), generated there

@@ -19,7 +19,7 @@ import torch
 from llama_eval.cli import main
 from llama_eval.model.llama import PRESETS, build, init_random
 
-TINY_TOKENIZER = Path(__file__).resolve().parents[1] / "llama_eval" / "data" / "demo" / "tokenizer.model"
+from conftest import TINY_TOKENIZER  # noqa: E402
 WORDS = "the cat a dog sees likes finds the red ball a green hat some bread the river".split()
 
 
