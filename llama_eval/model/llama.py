@@ -189,9 +189,16 @@ class Attention(nn.Module):
         if cache is not None:
             cache.write(layer, slots, k, v)
             k, v = cache.k[layer, :, :, :kv_len], cache.v[layer, :, :, :kv_len]  # [B, Hkv, S, D]
+        grouped = self.kv_heads != self.n_heads
+        if grouped and mask is not None:
+            # The fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
+            # then runs its unfused kernel, O(T x S) memory per head), so give each query head its own.
+            k = k.repeat_interleave(self.n_heads // self.kv_heads, dim=1)  # [B, H, S, D]
+            v = v.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
+            grouped = False
         # Boolean mask, True where attention is allowed; None means plain causal.
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.kv_heads != self.n_heads
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped
         )  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
