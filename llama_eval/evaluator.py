@@ -52,7 +52,7 @@ def settings_of(config: RunConfig) -> Settings:
     for item in config.options:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise UserError(f"--option {item!r} is not of the form name=value (e.g. --option nq_separator=blank)")
+            raise UserError(f"--option {item!r} is not of the form name=value (e.g. --option qa_separator=blank)")
         options.append((name.strip(), value.strip()))
     return Settings(config.seed, config.samples, config.temperature, tuple(options), config.allow_code_execution)
 
@@ -70,7 +70,7 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
         raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
     for name in config.tasks:
         task = registry.get_task(name)
-        if getattr(task, "needs_code_execution", False) and not config.allow_code_execution:
+        if task.needs_code_execution and not config.allow_code_execution:
             raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
                             "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
         docs = task.load(data_dir)
@@ -117,12 +117,13 @@ def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: 
 def _progress(results: Iterator, total: int, phase: str, engine: "Engine", enabled: bool) -> Iterator:
     from tqdm import tqdm
 
-    start = time.monotonic()
+    start, tokens_before = time.monotonic(), engine.tokens()
     with tqdm(total=total, desc=phase, unit="req", disable=not enabled, dynamic_ncols=True) as bar:
         for n, item in enumerate(results, 1):
             bar.update()
             if n % 64 == 0 or n == total:
-                bar.set_postfix_str(f"{engine.tokens() / max(time.monotonic() - start, 1e-9):.0f} tok/s")
+                rate = (engine.tokens() - tokens_before) / max(time.monotonic() - start, 1e-9)
+                bar.set_postfix_str(f"{rate:.0f} tok/s")
             yield item
 
 
