@@ -228,6 +228,7 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     if dist is not None and not dist.is_main:
         for phase in phases:
             answer(phase, engine, None, False, dist)
+        parallel.gather_to_main(engine.stats(), dist)  # rank 0 reports the work of every copy
         return None
 
     info = loaded.info
@@ -254,7 +255,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     finally:
         if cache is not None:
             cache.close()
-    stats = {"seconds": round(time.monotonic() - started, 2), **engine.stats(),
+    counts = engine.stats() if dist is None else _sum_counts(parallel.gather_to_main(engine.stats(), dist))
+    stats = {"seconds": round(time.monotonic() - started, 2), **counts,
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats, datasets={
@@ -289,6 +291,20 @@ class ResultWriter:
             )
             self.written.add(i)
         reporting.write_summary(self.run_dir, self.rows)
+
+
+def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Engine counters of several data-parallel copies added up (None where no copy had any)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for phase, counters in part.items():
+            if counters is None:
+                out.setdefault(phase, None)
+                continue
+            mine = out[phase] = out.get(phase) or dict.fromkeys(counters, 0)
+            for key, value in counters.items():
+                mine[key] += value
+    return out
 
 
 def _start_date(run_dir: Path, chash: str) -> str:

@@ -203,7 +203,10 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     pd.testing.assert_frame_equal(a.drop(columns="extra"), b.drop(columns="extra"))
     for x, y in zip(a["extra"], b["extra"]):
         assert json.loads(x)["logprobs"] == pytest.approx(json.loads(y)["logprobs"], abs=1e-4)
-    assert json.loads((tmp_path / "multi" / "run.json").read_text())["stats"]["processes"] == 2
+    stats = [json.loads((tmp_path / d / "run.json").read_text())["stats"] for d in ("single", "multi")]
+    assert stats[1]["processes"] == 2
+    # Every request is scored once across the ranks (data parallel) or by the one model copy (tp 2).
+    assert stats[1]["scoring"]["requests"] == stats[0]["scoring"]["requests"]
 
 
 def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_tokenizer_path, tmp_path):
