@@ -168,19 +168,13 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    from .tasks.data import read_jsonl
-
-    return [row for _, row in read_jsonl(path)]
-
-
 def cmd_score(args) -> int:
     from . import load_model
     from .engine.scoring import Scorer
     from .requests import LoglikelihoodRequest
-    from .tasks.data import field
+    from .tasks.data import field, read_jsonl
 
-    rows = list(_numbered(args.requests))
+    rows = list(read_jsonl(args.requests))
     reqs = [LoglikelihoodRequest(field(r, "context", args.requests, n), field(r, "continuation", args.requests, n)) for n, r in rows]
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     scorer = Scorer(model, tok, args.batch_tokens)
@@ -200,8 +194,9 @@ def cmd_generate(args) -> int:
     from . import load_model
     from .engine.generation import Generator
     from .requests import GenerationRequest
+    from .tasks.data import read_jsonl
 
-    rows = list(_numbered(args.requests))
+    rows = list(read_jsonl(args.requests))
     keys = {f.name for f in dataclasses.fields(GenerationRequest)}
     reqs = []
     for n, row in rows:
@@ -218,12 +213,6 @@ def cmd_generate(args) -> int:
             f.write(json.dumps({"id": row.get("id"), "completions": list(res.completions)}) + "\n")
     print(f"{len(reqs)} requests, {gen.stats.generated_tokens} tokens generated, {time.monotonic() - start:.1f} s")
     return 0
-
-
-def _numbered(path: Path):
-    from .tasks.data import read_jsonl
-
-    return read_jsonl(path)
 
 
 def _with_bar(results, total: int, desc: str, tokens) -> list:

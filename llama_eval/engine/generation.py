@@ -351,8 +351,7 @@ class Generator:
         positions = torch.zeros(k, max(T, 1), dtype=torch.long)
         slots = torch.full((k, max(T, 1)), S, dtype=torch.long)
         for j, (tokens, _, src, c) in enumerate(plans):
-            scratch.k[:, j, :, :c] = self.cache.k[:, src, :, :c]
-            scratch.v[:, j, :, :c] = self.cache.v[:, src, :, :c]
+            scratch.copy_rows(self.cache, src, j, c)
             n = len(tokens) - c
             ids[j, :n] = torch.tensor(tokens[c:], dtype=torch.long)
             positions[j] = c + torch.arange(max(T, 1))
@@ -363,8 +362,7 @@ class Generator:
             self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=S + 1)
         targets = torch.tensor([r for _, rows, _, _ in plans for r in rows], device=self.device)
         scratch_rows = torch.tensor([j for j, (_, rows, _, _) in enumerate(plans) for _ in rows], device=self.device)
-        self.cache.k[:, targets, :, :S] = scratch.k[:, scratch_rows, :, :S]
-        self.cache.v[:, targets, :, :S] = scratch.v[:, scratch_rows, :, :S]
+        self.cache.copy_rows(scratch, scratch_rows, targets, S)
         return sum(len(tokens) - c for tokens, _, _, c in plans)
 
     # --- decoding ----------------------------------------------------------------------------

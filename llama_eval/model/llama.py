@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -139,14 +139,6 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
 
-    @property
-    def batch(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k/v ([B, Hkv, T, D]) at `slots`: [T] (same for every row) or [B, T]."""
         if slots.dim() == 1:
@@ -163,10 +155,11 @@ class KVCache:
         self.k[:, :, :, :n] = self.k.index_select(3, slots)
         self.v[:, :, :, :n] = self.v.index_select(3, slots)
 
-    def copy_row(self, src: int, dst: torch.Tensor, length: int) -> None:
-        """Copy the first `length` slots of row `src` into the rows listed in `dst`."""
-        self.k[:, dst, :, :length] = self.k[:, src : src + 1, :, :length]
-        self.v[:, dst, :, :length] = self.v[:, src : src + 1, :, :length]
+    def copy_rows(self, source: "KVCache", src_rows, dst_rows, length: int) -> None:
+        """Copy slots [0, length) of `source`'s rows `src_rows` into this cache's rows `dst_rows`
+        (row indices: ints or index tensors of equal length)."""
+        self.k[:, dst_rows, :, :length] = source.k[:, src_rows, :, :length]
+        self.v[:, dst_rows, :, :length] = source.v[:, src_rows, :, :length]
 
 
 class Attention(nn.Module):
@@ -298,7 +291,3 @@ def init_random(model: Transformer, seed: int = 0) -> Transformer:
             else:
                 p.copy_(std * torch.randn(p.shape, generator=gen))
     return model
-
-
-def with_vocab(args: ModelArgs, vocab_size: int) -> ModelArgs:
-    return replace(args, vocab_size=vocab_size)
