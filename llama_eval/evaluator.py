@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__, parallel, reporting, tasks as registry
-from .config import RunConfig
+from .config import RunConfig, results_fields
+from .engine import ENGINE_VERSION
 from .errors import UserError
 from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
+from .tasks.data import DataSource
+from .tasks.options import check_given, parse_assignments
 
 
 @dataclass
@@ -35,6 +38,7 @@ class TaskRun:
     docs: list[Doc]
     requests: list[list[Request]]
     shots_used: list[int]  # per document: fewer than `shots` where a task dropped some to fit the window
+    source: DataSource  # where the documents came from (documents = the count before --limit)
     scores: list[DocScore] = field(default_factory=list)
     metrics: list[MetricValue] = field(default_factory=list)
 
@@ -48,13 +52,9 @@ class RunOutcome:
 
 
 def settings_of(config: RunConfig) -> Settings:
-    options = []
-    for item in config.options:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--option {item!r} is not of the form name=value (e.g. --option qa_separator=blank)")
-        options.append((name.strip(), value.strip()))
-    return Settings(config.seed, config.samples, config.temperature, tuple(options), config.allow_code_execution)
+    """What the tasks may read of `config` (option names and values are checked in `plan`)."""
+    options = tuple(parse_assignments(config.options).items())
+    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution)
 
 
 def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
@@ -68,12 +68,14 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     per_task = dict(config.task_shots)
     if unknown := set(per_task) - set(config.tasks):
         raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
-    for name in config.tasks:
-        task = registry.get_task(name)
+    tasks = [registry.get_task(name) for name in config.tasks]
+    check_given(dict(settings.options), tasks, registry.all_option_names)
+    for name, task in zip(config.tasks, tasks):
         if task.needs_code_execution and not config.allow_code_execution:
             raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
                             "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
         docs = task.load(data_dir)
+        source = dataclasses.replace(task.source(data_dir), documents=len(docs))
         if config.limit is not None:
             docs = docs[: config.limit]
         pool: list[Doc] | None = None
@@ -82,7 +84,7 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
                 pool = task.load_shots(data_dir)
             chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
             reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
-            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen]))
+            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
     return runs
 
 
@@ -178,16 +180,21 @@ def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> N
     run.metrics = run.task.aggregate(run.scores)
 
 
+def cache_namespace(fingerprint: str, dtype: str) -> str:
+    """The request cache's namespace: results are reused only for the same weights and tokenizer,
+    compute dtype and engine behaviour."""
+    return f"{fingerprint}:{dtype}:engine{ENGINE_VERSION}"
+
+
 def model_label(spec: str) -> str:
     return spec if "/" not in spec and not spec.endswith(".bin") else Path(spec.rstrip("/")).name or "model"
 
 
 def config_hash(config: RunConfig, fingerprint: str) -> str:
-    """Hash of everything that decides the numbers (not output paths or progress bars)."""
-    relevant = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in {"output", "cache", "use_cache", "progress", "batch_tokens", "max_batch", "model", "tp",
-                             "dist_timeout"}}
-    relevant["fingerprint"] = fingerprint
+    """Hash of everything that decides the numbers: the config fields declared to change results,
+    the weights' fingerprint and the engine version (not output paths or progress bars)."""
+    relevant = {k: getattr(config, k) for k in results_fields()}
+    relevant.update(fingerprint=fingerprint, engine_version=ENGINE_VERSION)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -237,7 +244,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     run_dir.mkdir(parents=True, exist_ok=True)
     writer = ResultWriter(run_dir, model_label(config.model), config.paper_model or reporting.PAPER_MODELS.get(config.model),
                           f"{model_label(config.model)}-{chash}", chash, _start_date(run_dir, chash))
-    meta = {"run_id": writer.run_id, "version": __version__, "date": writer.date, "config_hash": chash,
+    meta = {"run_id": writer.run_id, "version": __version__, "engine_version": ENGINE_VERSION,
+            "date": writer.date, "config_hash": chash,
             "status": "running", "config": dataclasses.asdict(config),
             "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model}}
     _write_json(run_dir / "run.json", meta)
@@ -245,7 +253,7 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     if config.use_cache:
         from .cache import ResultCache
 
-        cache = ResultCache(config.cache or run_dir / "cache.sqlite", f"{info.fingerprint}:{info.dtype}")
+        cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype))
     started = time.monotonic()
     results: dict[Request, Result] = {}
     try:
@@ -261,7 +269,7 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
              "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats, datasets={
         f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
-                                     "source": getattr(r.task, "source_description", "")} for r in runs})
+                                     "source": dataclasses.asdict(r.source)} for r in runs})
     _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, writer.rows, stats)
 

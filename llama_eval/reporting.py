@@ -487,8 +487,8 @@ def paper_table(table: int, runs: Sequence[Run], fmt: str = "md", show_diff: boo
 def _on_unfiltered_triviaqa(run: Run) -> bool:
     """Whether the run read TriviaQA from the DPR release file, the unfiltered dev set, and not
     the filtered one the paper's Table 5 reports (run.json records each task's source)."""
-    sources = [d.get("source", "") for key, d in run.info.get("datasets", {}).items() if key.startswith("triviaqa@")]
-    return any("UNFILTERED" in s for s in sources)
+    sources = [d.get("source") for key, d in run.info.get("datasets", {}).items() if key.startswith("triviaqa@")]
+    return any(isinstance(s, dict) and s.get("variant") == "unfiltered" for s in sources)
 
 
 def tables_for(runs: Sequence[Run]) -> list[int]:

@@ -54,3 +54,12 @@ def tiny_model_and_tokenizer(tiny_tokenizer_path):
     tok = Tokenizer(tiny_tokenizer_path)
     args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=1024)
     return init_random(build(args, "cpu"), seed=1), tok
+
+
+def make_settings(*, options: tuple[tuple[str, str], ...] = (), **fields) -> "Settings":
+    """Task settings as a run with these RunConfig fields gets them (Settings has no defaults)."""
+    from llama_eval.config import RunConfig
+    from llama_eval.evaluator import settings_of
+
+    config = RunConfig(model="random:tiny", tasks=(), options=tuple(f"{n}={v}" for n, v in options), **fields)
+    return settings_of(config)

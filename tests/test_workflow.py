@@ -226,7 +226,7 @@ def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_toke
     assert shots == {"nq_open": [0, 1, 5, 64], "triviaqa": [0, 1, 5, 64], "mmlu": [5], "gsm8k": [8]}
     run = json.loads((out / "run.json").read_text())
     assert run["stats"]["scoring"]["truncated"] == 0 and run["stats"]["generation"]["truncated"] == 0
-    assert "UNFILTERED" in run["datasets"]["triviaqa@0"]["source"]
+    assert run["datasets"]["triviaqa@0"]["source"]["variant"] == "unfiltered"
 
 
 def test_score_and_generate_commands_on_your_own_requests(tmp_path, capsys):

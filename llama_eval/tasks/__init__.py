@@ -72,6 +72,11 @@ def names() -> list[str]:
     return list(dict.fromkeys([*TASKS, *_entry_point_tasks(), *_plugins]))
 
 
+def all_option_names() -> list[str]:
+    """Every option declared by any known task (imports them all: for error messages)."""
+    return list(dict.fromkeys(name for task in names() for name in get_task(task).options))
+
+
 def get_task(name: str) -> Task:
     """An instance of the task called exactly `name`."""
     if name in _plugins:
