@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
     p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval (runs model-written code)")
 
-    sub.add_parser("tasks", parents=[common], help="list tasks: splits, shots, metrics, paper table")
+    p = sub.add_parser("tasks", parents=[common], help="list tasks; `tasks NAME` describes one, with its options")
+    p.add_argument("name", nargs="?", help="a task to describe: data, shots, metric and every --option it declares")
     sub.add_parser("models", parents=[common], help="list presets and where weights are looked for")
     p = sub.add_parser("data", parents=[common], help="data files")
     p.add_argument("action", choices=["verify"])
@@ -292,12 +293,30 @@ def cmd_demo(args) -> int:
 def cmd_tasks(args) -> int:
     from .tasks import get_task, names
 
+    if args.name:
+        return _describe_task(get_task(args.name))
     print(f"{'task':<14} {'paper name':<18} {'table':>5}  {'shots':<10} {'metric':<12} dataset (hub)")
     for name in names():
         t = get_task(name)
         hub = "/".join(x for x in t.hf_dataset[:2] if x) + (f" [{t.hf_dataset[2]}]" if t.hf_dataset[2] else "")
         shots = ",".join(map(str, t.paper_shots))
         print(f"{name:<14} {t.paper_name:<18} {t.paper_table or '':>5}  {shots:<10} {t.headline_metric:<12} {hub}")
+    return 0
+
+
+def _describe_task(task) -> int:
+    path, config, split = task.hf_dataset
+    print(f"{task.name}: {task.paper_name}" + (f" (the paper's Table {task.paper_table})" if task.paper_table else ""))
+    print(f"  shots: {', '.join(map(str, task.paper_shots))} (paper); metric: {task.headline_metric}")
+    print(f"  data: hub {'/'.join(x for x in (path, config) if x)} [{split}]; release files "
+          f"{', '.join(task.release_files) or '(see the task file)'} [{task.release_split}]")
+    if task.few_shot_pool:
+        print(f"  few-shot pool: {task.few_shot_pool}")
+    if not task.options:
+        print("  options: none")
+    for name, option in task.options.items():
+        allowed = f" ({' | '.join(option.choices)})" if option.choices else ""
+        print(f"  --option {name}={option.default!r}{allowed}: {option.help}")
     return 0
 
 

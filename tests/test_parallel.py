@@ -224,6 +224,7 @@ def tp_reports(checkpoints, tmp_path_factory):
     return launch("tp", tmp_path_factory.mktemp("tp"), tp=2, checkpoints=checkpoints)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_shards", SHARDS)
 def test_tensor_parallel_scores_equal_one_process(tp_reports, reference, n_shards):
     ref_scores = reference[0]
@@ -264,6 +265,7 @@ def test_vocab_parallel_logprobs_equal_full_computation(tp_reports, reference):
 # ---------------------------------------------------------------------------- data parallel
 
 
+@pytest.mark.slow
 def test_data_parallel_results_equal_one_process(checkpoints, reference, tmp_path):
     reports = launch("dp", tmp_path, tp=1, checkpoints=checkpoints)
     ref_scores, ref_gens, _ = reference
@@ -279,6 +281,7 @@ def test_data_parallel_results_equal_one_process(checkpoints, reference, tmp_pat
     assert other["cached"] == [0, "from rank 0"]
 
 
+@pytest.mark.slow
 def test_data_and_tensor_parallel_combine(checkpoints, reference, tmp_path):
     reports = launch("dp_tp", tmp_path, world=4, tp=2, checkpoints=checkpoints)
     assert [r["groups"] for r in reports] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # ranks 0, 1 hold one copy
@@ -350,6 +353,7 @@ def test_split_more_ranks_than_groups():
 # ---------------------------------------------------------------------------- failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, tp", [("raise", 2), ("exit", 1), ("hang", 1)])
 def test_a_failing_rank_stops_the_run_with_a_clear_error(checkpoints, tmp_path, how, tp):
     timeout_s = 2

@@ -63,6 +63,7 @@ def cached_rows(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_killed_run_resumes_and_ends_with_the_same_files(tmp_path):
     model = write_meta_checkpoint(tmp_path / "model")
@@ -124,6 +125,7 @@ def test_compare_flags_a_planted_difference(tmp_path, capsys):
     assert "piqa" in out
 
 
+@pytest.mark.slow
 def test_demo_runs_every_task_offline(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path / "demo"), "--allow-code-execution"]) == 0
     out = capsys.readouterr().out
@@ -186,6 +188,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp", [1, 2])
 def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     """`llama-eval run` under torchrun (gloo on CPU): 2 data-parallel ranks (tp=1) or one model
@@ -209,6 +212,7 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     assert stats[1]["scoring"]["requests"] == stats[0]["scoring"]["requests"]
 
 
+@pytest.mark.slow
 def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_tokenizer_path, tmp_path):
     """Every registered task, the paper's shot counts, the real files, two documents each."""
     from llama_eval.tasks import TASKS
@@ -285,6 +289,7 @@ def test_data_verify_command(shared_data, capsys):
     assert "0 problem(s)" in out and "ok        mmlu/test/anatomy_test.csv" in out
 
 
+@pytest.mark.slow
 def test_all_tasks_leave_out_code_tasks_without_permission(tmp_path, capsys):
     from llama_eval.demo import DEMO_DATA
 
