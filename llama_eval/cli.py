@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=DEFAULTS["limit"], help="first N documents of each task")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="folder of release files (default: Hugging Face hub)")
-    p.add_argument("--output", default=DEFAULTS["output"], help="run folder (default: runs/<model>)")
+    p.add_argument("--output", default=DEFAULTS["output"], help="run folder (default: runs/<model>-<fingerprint>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of another run in --output")
+    p.add_argument("--append", action="store_true", help="add tasks to --output, which holds the same model and config")
     p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], help="tokens per scoring forward (default: twice the model width)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"], help="rows decoded together")
     p.add_argument("--no-prefix-sharing", dest="share_prefixes", action="store_false", help="for checking only")
@@ -175,6 +177,7 @@ def cmd_score(args) -> int:
     from .requests import LoglikelihoodRequest
     from .tasks.data import field, read_jsonl
 
+    _distinct_output(args.output, args.requests, "--requests")
     rows = list(read_jsonl(args.requests))
     reqs = [LoglikelihoodRequest(field(r, "context", args.requests, n), field(r, "continuation", args.requests, n)) for n, r in rows]
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
@@ -197,14 +200,9 @@ def cmd_generate(args) -> int:
     from .requests import GenerationRequest
     from .tasks.data import read_jsonl
 
+    _distinct_output(args.output, args.requests, "--requests")
     rows = list(read_jsonl(args.requests))
-    keys = {f.name for f in dataclasses.fields(GenerationRequest)}
-    reqs = []
-    for n, row in rows:
-        if not isinstance(row.get("prompt"), str):
-            raise UserError(f"{args.requests}, line {n}: field 'prompt' is missing or not a string")
-        extra = {k: (tuple(v) if k == "until" else v) for k, v in row.items() if k in keys}
-        reqs.append(GenerationRequest(**extra))
+    reqs = [generation_request(row, args.requests, n) for n, row in rows]
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     gen = Generator(model, tok, max_batch=args.max_batch)
     start = time.monotonic()
@@ -214,6 +212,45 @@ def cmd_generate(args) -> int:
             f.write(json.dumps({"id": row.get("id"), "completions": list(res.completions)}) + "\n")
     print(f"{len(reqs)} requests, {gen.stats.generated_tokens} tokens generated, {time.monotonic() - start:.1f} s")
     return 0
+
+
+def _distinct_output(output: Path, source: Path, flag: str) -> None:
+    """Refuse an --output that would overwrite the input file, or that is a folder."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give the path of the file to write")
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: the folder {output.parent} does not exist; create it first")
+    if output.exists() and source.exists() and output.samefile(source):
+        raise UserError(f"--output {output} is the {flag} file itself; write the results to another file")
+
+
+def generation_request(row: dict, path: Path, n: int):
+    """A GenerationRequest from one JSON line, every field checked (a bad one names file and line)."""
+    import math
+
+    from .requests import GenerationRequest
+
+    def bad(name: str, rule: str):
+        raise UserError(f"{path}, line {n}: field {name!r} {rule} (got {json.dumps(row.get(name))[:60]})")
+
+    known = {f.name for f in dataclasses.fields(GenerationRequest)} | {"id"}
+    if unknown := sorted(set(row) - known):
+        bad(unknown[0], f"is not a request field; the fields are {', '.join(sorted(known))}")
+    if not isinstance(row.get("prompt"), str):
+        bad("prompt", "is missing or not a string")
+    until = row.get("until", [])
+    if not (isinstance(until, list) and all(isinstance(u, str) and u for u in until)):
+        bad("until", 'must be a list of non-empty strings, e.g. ["\\n"]')
+    for name, low in (("max_new_tokens", 1), ("n", 1), ("seed", 0)):
+        if name in row and not (type(row[name]) is int and row[name] >= low):
+            bad(name, f"must be a whole number, {low} or more")
+    for name, ok, rule in (("temperature", lambda x: x >= 0, "0 or more (0 is greedy)"),
+                           ("top_p", lambda x: 0 < x <= 1, "in (0, 1]")):
+        value = row.get(name, 1.0)
+        if not (type(value) in (int, float) and math.isfinite(value) and ok(value)):
+            bad(name, f"must be a finite number {rule}")
+    fields = {k: v for k, v in row.items() if k != "id"}
+    return GenerationRequest(**{**fields, "until": tuple(until)})
 
 
 def _with_bar(results, total: int, desc: str, tokens) -> list:
@@ -242,6 +279,9 @@ def cmd_execute(args) -> int:
     from . import execution
 
     execution.require_permission(args.allow_code_execution)
+    _distinct_output(args.output, args.samples, "--samples")
+    if not (0 < args.timeout < float("inf")):
+        raise UserError(f"--timeout {args.timeout}: must be a finite number of seconds above 0")
     for note in execution.probe_isolation().notes:
         print(f"sandbox: {note}", file=sys.stderr)
     problems_path = args.problems or (Path(args.data_dir) / "humaneval" / "HumanEval.jsonl.gz" if args.data_dir else None)
@@ -358,6 +398,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"llama-eval: warning: {message}", file=sys.stderr)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "no details"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -371,6 +416,17 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"llama-eval: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `llama-eval ... | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
+    except (OSError, UnicodeError, ValueError, TypeError) as e:
+        # Input the boundary checks did not foresee (a full disk, undecodable bytes, a wrongly
+        # typed field): still one line, and the traceback on request.
+        if debug:
+            raise
+        print(f"llama-eval: error: {type(e).__name__}: {_first_line(e)} (run again with --debug for the traceback)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llama-eval: interrupted; run the same command again to resume from the cache", file=sys.stderr)

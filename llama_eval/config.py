@@ -11,8 +11,15 @@ left out of the hash by mistake.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .errors import UserError
+
+# The scorer's packed rows carry a (tokens x tokens) attention mask: past this many tokens per
+# forward the mask alone outgrows any GPU's memory, with nothing gained in speed.
+MAX_BATCH_TOKENS = 16384
 
 
 def results(default: Any) -> Any:
@@ -50,10 +57,36 @@ class RunConfig:
     include: tuple[str, ...] = results(())  # extra task files
     cache: str | None = how(None)  # request cache file; None: <output>/cache.sqlite
     use_cache: bool = how(True)
+    overwrite: bool = how(False)  # replace the results of another run in the output folder
+    append: bool = how(False)  # add tasks to a folder holding the same model and config
     paper_model: str | None = how(None)  # paper row to compare with; None: from the preset name
     progress: bool = how(True)
     tp: int = how(1)  # tensor-parallel ranks per model copy (under torchrun; the rest is data parallel)
     dist_timeout: float = how(1800.0)  # seconds a rank waits for the others before the run stops
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, naming the flag (the API and the CLI meet here)."""
+        def positive(flag: str, value: float | None, rule: str = "must be 1 or more") -> None:
+            if value is not None and not value >= 1:
+                raise UserError(f"--{flag} {value}: {rule}")
+
+        positive("limit", self.limit, "must be 1 or more (leave it out to evaluate every document)")
+        for flag, counts in (("shots", self.shots or ()), *(("task-shots", c) for _, c in self.task_shots)):
+            if any(k < 0 for k in counts):
+                raise UserError(f"--{flag} {','.join(map(str, counts))}: shot counts must be 0 or more")
+        if self.batch_tokens is not None and not 1 <= self.batch_tokens <= MAX_BATCH_TOKENS:
+            raise UserError(f"--batch-tokens {self.batch_tokens}: must be between 1 and {MAX_BATCH_TOKENS:,} "
+                            "(the packed rows' attention mask grows with its square)")
+        positive("max-batch", self.max_batch)
+        positive("tp", self.tp)
+        if self.samples is not None and self.samples < 0:
+            raise UserError(f"--samples {self.samples}: must be 0 or more")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(f"--temperature {self.temperature}: must be a finite number, 0 or more (0 is greedy)")
+        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+            raise UserError(f"--dist-timeout {self.dist_timeout}: must be a finite number of seconds above 0")
+        if self.overwrite and self.append:
+            raise UserError("--overwrite and --append contradict each other: give one")
 
 
 def results_fields() -> list[str]:

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from . import __version__, parallel, reporting, tasks as registry
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
 from .errors import UserError
-from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
+from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
 from .tasks.data import DataSource
 from .tasks.options import check_given, parse_assignments
@@ -108,6 +109,10 @@ def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: 
             continue
         results = run(todo) if dist is None else parallel.iter_data_parallel(todo, run, engine.tokenizer, dist)
         for i, res in _progress(results, len(todo), phase, engine, progress):
+            if isinstance(res, LoglikelihoodResult) and not math.isfinite(res.logprob):
+                raise UserError(f"the model scored {res.logprob} for the continuation {todo[i].continuation[:60]!r} "
+                                f"after {todo[i].context[-60:]!r}: its weights or dtype give non-finite numbers "
+                                "(try --dtype float32, or check the checkpoint)")
             done[todo[i]] = res
             if cache is not None:
                 cache.put(todo[i], res)
@@ -190,10 +195,14 @@ def model_label(spec: str) -> str:
     return spec if "/" not in spec and not spec.endswith(".bin") else Path(spec.rstrip("/")).name or "model"
 
 
-def config_hash(config: RunConfig, fingerprint: str) -> str:
+APPENDABLE = ("tasks", "task_shots", "shots", "include")  # what --append may change in a run folder
+
+
+def config_hash(config: RunConfig, fingerprint: str, base: bool = False) -> str:
     """Hash of everything that decides the numbers: the config fields declared to change results,
-    the weights' fingerprint and the engine version (not output paths or progress bars)."""
-    relevant = {k: getattr(config, k) for k in results_fields()}
+    the weights' fingerprint and the engine version (not output paths or progress bars).
+    `base`: leave out which tasks and shots run (what --append may add to a folder)."""
+    relevant = {k: getattr(config, k) for k in results_fields() if not (base and k in APPENDABLE)}
     relevant.update(fingerprint=fingerprint, engine_version=ENGINE_VERSION)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -240,26 +249,33 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
 
     info = loaded.info
     chash = config_hash(config, info.fingerprint)
-    run_dir = Path(config.output or Path("runs") / model_label(config.model))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter(run_dir, model_label(config.model), config.paper_model or reporting.PAPER_MODELS.get(config.model),
-                          f"{model_label(config.model)}-{chash}", chash, _start_date(run_dir, chash))
-    meta = {"run_id": writer.run_id, "version": __version__, "engine_version": ENGINE_VERSION,
-            "date": writer.date, "config_hash": chash,
-            "status": "running", "config": dataclasses.asdict(config),
-            "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model}}
-    _write_json(run_dir / "run.json", meta)
+    label = model_label(config.model)
+    run_dir = Path(config.output) if config.output else Path("runs") / f"{label}-{info.fingerprint[:8]}"
+    previous = claim_run_dir(run_dir, config, info.fingerprint, chash)
     cache = None
-    if config.use_cache:
+    if config.use_cache:  # opened before run.json is touched: a damaged cache leaves the folder as it was
         from .cache import ResultCache
 
         cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype))
+    date = previous["date"] if previous and previous.get("config_hash") == chash else _now()
+    writer = ResultWriter(run_dir, label, config.paper_model or reporting.PAPER_MODELS.get(config.model),
+                          f"{label}-{chash}", chash, date)
+    meta = {"run_id": writer.run_id, "version": __version__, "engine_version": ENGINE_VERSION,
+            "date": writer.date, "config_hash": chash, "base_hash": config_hash(config, info.fingerprint, base=True),
+            "status": "running", "config": dataclasses.asdict(config),
+            "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model},
+            "datasets": {**(previous or {}).get("datasets", {}), **_datasets(runs)}}
+    _write_json(run_dir / "run.json", meta)
     started = time.monotonic()
     results: dict[Request, Result] = {}
     try:
         for phase in phases:
             results.update(answer(phase, engine, cache, config.progress, dist))
             writer.write_finished(runs, results, settings)
+    except BaseException as error:  # recorded, then raised as it was: the run folder says it failed
+        meta.update(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
+        _write_json(run_dir / "run.json", meta)
+        raise
     finally:
         if cache is not None:
             cache.close()
@@ -267,11 +283,50 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     stats = {"seconds": round(time.monotonic() - started, 2), **counts,
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
-    meta.update(status="complete", stats=stats, datasets={
-        f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
-                                     "source": dataclasses.asdict(r.source)} for r in runs})
+    meta.update(status="complete", stats=stats)
     _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, writer.rows, stats)
+
+
+def _datasets(runs: list[TaskRun]) -> dict[str, Any]:
+    return {f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
+                                         "source": dataclasses.asdict(r.source)} for r in runs}
+
+
+RESULT_FILES = ("run.json", "summary.csv", "samples_*.csv", "samples_*.jsonl")
+
+
+def claim_run_dir(run_dir: Path, config: RunConfig, fingerprint: str, chash: str) -> dict[str, Any] | None:
+    """Make `run_dir` this run's folder and return the run.json found there (None if none).
+
+    The same config resumes. Another model or config is refused unless --overwrite (its result
+    files are removed) or --append (same weights and config but other tasks: results are added).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--output {run_dir} is a file; give a folder for the run's results") from None
+    path = run_dir / "run.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (OSError, ValueError) as e:
+        previous = {"unreadable": str(e)}
+    if previous is None or previous.get("config_hash") == chash:
+        return previous
+    if config.overwrite:
+        for pattern in RESULT_FILES:
+            for file in run_dir.glob(pattern):
+                file.unlink()
+        return None
+    same_weights = previous.get("model", {}).get("fingerprint") == fingerprint
+    if config.append and same_weights and previous.get("base_hash") == config_hash(config, fingerprint, base=True):
+        return previous
+    what = ("is not readable" if "unreadable" in previous else
+            f"holds a run of {previous.get('model', {}).get('label', '?')} "
+            f"({'the same weights' if same_weights else 'other weights'}) with another config")
+    why = " (--append needs the same weights and settings, other tasks)" if config.append else ""
+    raise UserError(f"{run_dir}/run.json {what}{why}; pass --overwrite to replace its results, --append to add "
+                    "tasks of the same model and config, or --output another folder")
 
 
 @dataclass
@@ -315,14 +370,7 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _start_date(run_dir: Path, chash: str) -> str:
-    """When this run first started: a resumed run keeps the date, so its files come out the same."""
-    try:
-        previous = json.loads((run_dir / "run.json").read_text())
-        if previous.get("config_hash") == chash:
-            return previous["date"]
-    except (OSError, ValueError, KeyError):
-        pass
+def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -32,13 +32,20 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check --data-dir (it should hold the release files)")
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file is damaged or not JSON Lines") from None
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}, line {lineno}: a JSON {type(row).__name__}, not an object; "
+                                    "each line should be one JSON object")
+                yield lineno, row
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file is damaged or not JSON Lines") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}, after line {lineno}: not UTF-8 text; save the file as UTF-8") from None
 
 
 def field(row: dict[str, Any], name: str, path: Path, lineno: int, kind: type | tuple[type, ...] = str) -> Any:
