@@ -1,4 +1,4 @@
-"""Command line: argument parsing only. Every run default lives in evaluator.RunConfig.
+"""Command line: argument parsing only. Every run default lives in config.RunConfig.
 
 A user error (unknown task or model, missing file, bad flag, malformed data, code execution
 not allowed) prints one message naming the value and the fix and exits with status 2; the

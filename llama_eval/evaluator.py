@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 from . import __version__, parallel, reporting, tasks as registry
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
+from .engine.runner import Engine
 from .errors import UserError
 from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
@@ -89,7 +90,7 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     return runs
 
 
-def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: bool = True,
+def answer(requests: Sequence[Request], engine: Engine, cache=None, progress: bool = True,
            dist: parallel.Dist | None = None) -> dict[Request, Result]:
     """Results for the distinct `requests`: from the cache where present, else from the engine.
 
@@ -121,7 +122,7 @@ def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: 
     return done
 
 
-def _progress(results: Iterator, total: int, phase: str, engine: "Engine", enabled: bool) -> Iterator:
+def _progress(results: Iterator, total: int, phase: str, engine: Engine, enabled: bool) -> Iterator:
     from tqdm import tqdm
 
     start, tokens_before = time.monotonic(), engine.tokens()
@@ -132,45 +133,6 @@ def _progress(results: Iterator, total: int, phase: str, engine: "Engine", enabl
                 rate = (engine.tokens() - tokens_before) / max(time.monotonic() - start, 1e-9)
                 bar.set_postfix_str(f"{rate:.0f} tok/s")
             yield item
-
-
-class Engine:
-    """The scorer and the generator over one loaded model.
-
-    The generator's KV cache (max_batch rows of the whole window) is allocated only when a run
-    has generation requests, so scoring-only runs keep that memory for the scorer.
-    """
-
-    def __init__(self, model, tokenizer, config: RunConfig, tp: int = 1):
-        from .engine.scoring import Scorer
-
-        self.model, self.tokenizer, self.config, self.tp = model, tokenizer, config, tp
-        # A vocabulary-parallel output scores tokens without gathering whole logit rows.
-        self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes,
-                             token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None)
-        self.generator = None
-
-    def iter_loglikelihood(self, requests):
-        return self.scorer.iter_loglikelihood(requests)
-
-    def iter_generate(self, requests):
-        if self.generator is None:
-            from .engine.generation import Generator
-
-            # CUDA graphs are left out under tensor parallelism: collectives inside a captured
-            # graph have not been checked on several GPUs.
-            self.generator = Generator(self.model, self.tokenizer, max_batch=self.config.max_batch,
-                                       use_cuda_graphs=False if self.tp > 1 else None)
-        return self.generator.iter_generate(requests)
-
-    def tokens(self) -> int:
-        """Tokens run through the model so far (scoring + generation), for throughput."""
-        g = self.generator.stats if self.generator else None
-        return self.scorer.stats.tokens_run + (g.prompt_tokens + g.generated_tokens if g else 0)
-
-    def stats(self) -> dict[str, Any]:
-        return {"scoring": dataclasses.asdict(self.scorer.stats),
-                "generation": dataclasses.asdict(self.generator.stats) if self.generator else None}
 
 
 def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> None:
