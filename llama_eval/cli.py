@@ -175,10 +175,10 @@ def cmd_score(args) -> int:
     from . import load_model
     from .engine.scoring import Scorer
     from .requests import LoglikelihoodRequest
-    from .tasks.data import field, read_jsonl
+    from .tasks.data import field, read_records
 
     _distinct_output(args.output, args.requests, "--requests")
-    rows = list(read_jsonl(args.requests))
+    rows = list(read_records(args.requests))
     reqs = [LoglikelihoodRequest(field(r, "context", args.requests, n), field(r, "continuation", args.requests, n)) for n, r in rows]
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     scorer = Scorer(model, tok, args.batch_tokens)
@@ -198,10 +198,10 @@ def cmd_generate(args) -> int:
     from . import load_model
     from .engine.generation import Generator
     from .requests import GenerationRequest
-    from .tasks.data import read_jsonl
+    from .tasks.data import read_records
 
     _distinct_output(args.output, args.requests, "--requests")
-    rows = list(read_jsonl(args.requests))
+    rows = list(read_records(args.requests))
     reqs = [generation_request(row, args.requests, n) for n, row in rows]
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     gen = Generator(model, tok, max_batch=args.max_batch)

@@ -153,7 +153,7 @@ def test_bad_run_flags_exit_2_with_one_line(extra, message, tmp_path, capsys):
     ({"prompt": "a", "top_p": 0}, "field 'top_p' must be a finite number in (0, 1]"),
     ({"prompt": 3}, "field 'prompt' is missing or not a string"),
     ({"prompt": "a", "max_tokens": 3}, "field 'max_tokens' is not a request field"),
-    (["not", "an", "object"], "a JSON list, not an object"),
+    (["not", "an", "object"], "expected a JSON object, got list"),
 ])
 def test_generate_requests_are_checked_field_by_field(line, message, tmp_path, capsys):
     requests = tmp_path / "in.jsonl"

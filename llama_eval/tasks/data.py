@@ -37,11 +37,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}, line {lineno}: a JSON {type(row).__name__}, not an object; "
-                                    "each line should be one JSON object")
-                yield lineno, row
+                yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file is damaged or not JSON Lines") from None
         except UnicodeDecodeError:
