@@ -25,7 +25,8 @@ class RunConfig:
     max_batch: int = 32  # rows decoded together in generation
     device: str | None = None  # None: cuda if available, else cpu
     dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
-    tokenizer: str | None = None  # SentencePiece model, when not beside the weights
+    tokenizer: str | None = None  # tokenizer.model / tokenizer.json, when not beside the weights
+    max_len: int | None = None  # context window (KV cache size); None: the model's, at most 8,192
     share_prefixes: bool = True
     samples: int | None = None  # generation samples per problem; None: task default
     temperature: float | None = None  # override a generation task's sampling temperature

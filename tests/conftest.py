@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 # Nothing may download at test time: make the Hugging Face libraries fail fast instead.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Memoised weight-file hashes go to a folder of this session, not the user's cache.
+os.environ["LLAMA_EVAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="llama-eval-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -15,7 +15,9 @@ from llama_eval.errors import UserError
 from llama_eval.model.checkpoint import (
     MODELS_ENV, TOKENIZER_ENV, describe, load_checkpoint, load_model, resolve_spec,
 )
+from llama_eval.model.formats import window
 from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random, rotary_tables
+from llama_eval.model.presets import preset, recognise
 
 from conftest import TINY_TOKENIZER  # noqa: E402  (320 pieces)
 VOCAB = 320
@@ -80,19 +82,30 @@ def test_meta_one_and_two_shards_give_the_same_logits(tmp_path):
     one = load_checkpoint(write_meta(tmp_path / "one", source.state_dict()), device="cpu")
     two = load_checkpoint(write_meta(tmp_path / "two", source.state_dict(), n_shards=2), device="cpu")
     assert one.info.format == two.info.format == "meta"
-    assert one.info.args == two.info.args == dataclasses.replace(ARGS, max_seq_len=4096)  # norm_eps 1e-5: Llama 2
+    # A config that states no window and is no published model gets LLaMA 1's 2,048 tokens.
+    assert one.info.args == two.info.args == dataclasses.replace(ARGS, max_seq_len=2048)
     assert torch.equal(logits(one.model), logits(source))
     assert torch.equal(logits(two.model), logits(source))
     assert len(two.info.files) == 4  # params.json, two shards, tokenizer.model
 
 
-def test_meta_context_window_is_inferred_and_can_be_overridden(tmp_path):
+def test_meta_context_window_comes_from_the_config_or_the_published_model(tmp_path):
     state = random_model().state_dict()
-    llama1 = write_meta(tmp_path / "a" / "7B", state, norm_eps=1e-6)
-    assert load_checkpoint(llama1, device="cpu").info.args.max_seq_len == 2048
-    assert load_checkpoint(llama1, device="cpu", max_seq_len=512).info.args.max_seq_len == 512
-    named = write_meta(tmp_path / "b" / "llama-2-7b", state, norm_eps=1e-6)
-    assert load_checkpoint(named, device="cpu").info.args.max_seq_len == 4096
+    # A folder named like Llama 2's does not make its model Llama 2: only the config can.
+    named = write_meta(tmp_path / "b" / "llama-2-7b", state)
+    assert load_checkpoint(named, device="cpu").info.args.max_seq_len == 2048
+    assert load_checkpoint(named, device="cpu", max_seq_len=512).info.args.max_seq_len == 512
+    stated = write_meta(tmp_path / "c" / "m", state, max_seq_len=300)
+    assert load_checkpoint(stated, device="cpu").info.args.max_seq_len == 300
+    # Meta's params.json of LLaMA 1 and Llama 2 7B differ only in norm_eps; the whole config
+    # identifies the published model, whose window it then takes.
+    llama1 = ModelArgs(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, norm_eps=1e-6)
+    llama2 = dataclasses.replace(llama1, norm_eps=1e-5)
+    assert (recognise(llama1), recognise(llama2), recognise(ARGS)) == ("7b", "llama2-7b", None)
+    assert (window(None, llama1, None), window(None, llama2, None), window(None, ARGS, None)) == (2048, 4096, 2048)
+    # Llama 3.1 states 131,072 tokens; the engine's window is capped unless --max-len says otherwise.
+    assert window(131072, preset("llama3.1-8b"), None) == 8192
+    assert window(131072, preset("llama3.1-8b"), 16384) == 16384
 
 
 def test_dtype_conversion_and_describe(tmp_path):
@@ -207,7 +220,7 @@ def test_random_preset_is_deterministic(monkeypatch):
 
 def test_random_preset_needs_a_tokenizer(monkeypatch):
     monkeypatch.delenv(TOKENIZER_ENV, raising=False)
-    with pytest.raises(UserError, match=rf"random:tiny needs a SentencePiece tokenizer: pass tokenizer=PATH "
+    with pytest.raises(UserError, match=rf"random:tiny needs a tokenizer: pass tokenizer=PATH "
                                         rf"\(--tokenizer\) or set {TOKENIZER_ENV}"):
         load_checkpoint("random:tiny", device="cpu")
     with pytest.raises(UserError, match="unknown model preset 'tinny'. Did you mean tiny"):
@@ -304,14 +317,13 @@ def test_vocabulary_mismatch_gives_both_numbers(tmp_path):
 
 def test_meta_refusals(tmp_path):
     state = random_model().state_dict()
-    with pytest.raises(UserError, match="sets use_scaled_rope"):
-        load_checkpoint(write_meta(tmp_path / "a" / "m", state, use_scaled_rope=True), device="cpu")
     with pytest.raises(UserError, match="fields this loader does not know: flash"):
         load_checkpoint(write_meta(tmp_path / "b" / "m", state, flash=True), device="cpu")
     folder = write_meta(tmp_path / "c" / "m", state)
     (tmp_path / "c" / "tokenizer.model").unlink()
-    with pytest.raises(UserError, match=rf"no tokenizer\.model for {folder}; looked at "
-                                        rf"{folder / 'tokenizer.model'}, {tmp_path / 'c' / 'tokenizer.model'}"):
+    with pytest.raises(UserError, match=rf"no tokenizer for {folder}; looked at "
+                                        rf"{folder / 'tokenizer.model'}, {folder / 'tokenizer.json'}, "
+                                        rf"{tmp_path / 'c' / 'tokenizer.model'}"):
         load_checkpoint(folder, device="cpu")
 
 
@@ -329,8 +341,8 @@ def test_bad_device_and_dtype(tmp_path):
 def test_hf_config_with_other_math_is_refused(tmp_path):
     config = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=160, vocab_size=VOCAB, rms_norm_eps=1e-5,
-                  rope_scaling={"rope_type": "llama3", "factor": 8.0}, hidden_act="gelu")
+                  rope_scaling={"rope_type": "yarn", "factor": 8.0}, hidden_act="gelu")
     (tmp_path / "config.json").write_text(json.dumps(config))
     shutil.copy(TINY_TOKENIZER, tmp_path / "tokenizer.model")
-    with pytest.raises(UserError, match=r"cannot run: hidden_act 'gelu' \(only 'silu'\); RoPE scaling"):
+    with pytest.raises(UserError, match=r"cannot run: hidden_act 'gelu' \(only 'silu'\); RoPE scaling 'yarn'"):
         load_checkpoint(tmp_path, device="cpu")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from llama_eval.model.checkpoint import load_checkpoint
-from llama_eval.model.llama import PRESETS, ModelArgs, build, count_parameters, init_random, preset
+from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random
+from llama_eval.model.presets import PRESETS, preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -135,7 +136,7 @@ def test_cached_decoding_equals_full_forward():
 
 
 def test_presets_are_looked_up_exactly():
-    assert preset("7b") is PRESETS["7b"]
+    assert preset("7b") is PRESETS["7b"].args
     assert preset("llama2-70b").kv_heads == 8
     with pytest.raises(KeyError, match=r"unknown model preset '7B'\. Did you mean 7b"):
         preset("7B")
