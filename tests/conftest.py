@@ -51,9 +51,10 @@ def tiny_model_and_tokenizer(tiny_tokenizer_path):
     """A random-weight 2-layer grouped-query LLaMA over the tiny tokenizer, float32 on CPU."""
     from dataclasses import replace
 
-    from llama_eval.model.llama import PRESETS, build, init_random
+    from llama_eval.model.llama import build, init_random
+    from llama_eval.model.presets import preset
     from llama_eval.model.tokenizer import Tokenizer
 
     tok = Tokenizer(tiny_tokenizer_path)
-    args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=1024)
+    args = replace(preset("tiny"), vocab_size=tok.vocab_size, max_seq_len=1024)
     return init_random(build(args, "cpu"), seed=1), tok
