@@ -94,7 +94,9 @@ class RMSNorm(nn.Module):
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float,
                   scaling: RopeScaling | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin for integer `positions` ([T] or [B, T]): [..., T, D/2] in float32."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    # 1 / theta^(2i/D), written as Meta's reference and transformers write it: theta^(-2i/D) can
+    # differ in the last bit, which far positions (Llama 3's long windows) turn into visible error.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     if scaling is not None:
         inv_freq = scaled_frequencies(inv_freq, scaling)
     angles = positions.to(torch.float32)[..., None] * inv_freq
