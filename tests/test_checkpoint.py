@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -13,7 +15,8 @@ import torch
 
 from llama_eval.errors import UserError
 from llama_eval.model.checkpoint import (
-    MODELS_ENV, TOKENIZER_ENV, describe, load_checkpoint, load_model, resolve_spec,
+    CACHE_DIR_ENV, HASH_MEMO_FILE, MODELS_ENV, TOKENIZER_ENV, describe, file_sha256, load_checkpoint, load_model,
+    resolve_spec,
 )
 from llama_eval.model.formats import window
 from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random, rotary_tables
@@ -346,3 +349,49 @@ def test_hf_config_with_other_math_is_refused(tmp_path):
     shutil.copy(TINY_TOKENIZER, tmp_path / "tokenizer.model")
     with pytest.raises(UserError, match=r"cannot run: hidden_act 'gelu' \(only 'silu'\); RoPE scaling 'yarn'"):
         load_checkpoint(tmp_path, device="cpu")
+
+
+# ---------------------------------------------------------------------------- fingerprints, finiteness
+
+
+def test_fingerprint_sees_a_change_in_the_middle_of_a_weight_file(tmp_path):
+    # A 6 MiB llama2.c export: raw float32 blocks, so one weight can be changed in place.
+    args = dataclasses.replace(LLAMA2C_ARGS, dim=256, n_layers=4, hidden_dim=512)
+    file = write_llama2c(tmp_path / "model.bin", random_model(args))
+    before = load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER).info.fingerprint
+    size = file.stat().st_size
+    middle = size // 2  # inside the layers' FFN blocks, more than 2 MiB from either end
+    assert 2 << 20 < middle < size - (2 << 20)
+    with open(file, "r+b") as f:
+        f.seek(middle - middle % 4)
+        f.write(struct.pack("<f", 0.125))
+    after = load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER)
+    assert after.info.fingerprint != before
+
+
+def test_file_hashes_are_memoised_by_path_size_mtime_and_inode(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    file = tmp_path / "weights.bin"
+    file.write_bytes(b"a" * 1000)
+    first = file_sha256(file)
+    memo = json.loads((tmp_path / "cache" / HASH_MEMO_FILE).read_text())
+    assert memo[str(file.resolve())]["sha256"] == first == hashlib.sha256(b"a" * 1000).hexdigest()
+    # The memo is what answers while the file's stamp is unchanged (planted here to show it) ...
+    memo[str(file.resolve())]["sha256"] = "planted"
+    (tmp_path / "cache" / HASH_MEMO_FILE).write_text(json.dumps(memo))
+    assert file_sha256(file) == "planted"
+    # ... and a write that changes the mtime (same size) is hashed again.
+    stat = file.stat()
+    file.write_bytes(b"b" * 1000)
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert file_sha256(file) == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, bad):
+    state = random_model().state_dict()
+    state["layers.1.attention.wv.weight"][3, 5] = bad
+    folder = write_meta(tmp_path / "m", state)
+    with pytest.raises(UserError, match=r"weight 'layers\.1\.attention\.wv\.weight' in .*consolidated\.00\.pth "
+                                        r"holds NaN or infinite values"):
+        load_checkpoint(folder, device="cpu")
