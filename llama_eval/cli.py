@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="describe a checkpoint: format, config, parameters, files")
     _model_flags(p)
 
+    p = sub.add_parser("convert", parents=[common], help="write a checkpoint in Hugging Face's or Meta's layout")
+    p.add_argument("src", help="any --model spec: preset, folder, file or Hugging Face id")
+    p.add_argument("dst", type=Path, help="a new folder")
+    p.add_argument("--to", required=True, choices=["hf", "meta"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as the weights are stored")
+    p.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json, if not beside the weights")
+
     p = sub.add_parser("execute", parents=[common], help="check code completions produced elsewhere in the sandbox; pass@k")
     p.add_argument("--samples", required=True, type=Path, help='JSON lines {"task_id", "completion"}')
     p.add_argument("--output", required=True, type=Path)
@@ -244,6 +251,14 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .model.convert import convert
+
+    dst = convert(args.src, args.dst, args.to, args.dtype, args.tokenizer)
+    print(f"wrote {dst} ({args.to} layout)")
+    return 0
+
+
 def cmd_execute(args) -> int:
     from . import execution
 
@@ -338,6 +353,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {
+    "convert": cmd_convert,
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
     "data": cmd_data, "plan": cmd_plan,

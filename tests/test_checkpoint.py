@@ -16,10 +16,12 @@ import torch
 from llama_eval.errors import UserError
 from llama_eval.model.checkpoint import (
     CACHE_DIR_ENV, HASH_MEMO_FILE, MODELS_ENV, TOKENIZER_ENV, describe, file_sha256, load_checkpoint, load_model,
-    resolve_spec,
+    resolve_spec, stored_dtype,
 )
+from llama_eval.cli import main
+from llama_eval.model.convert import convert
 from llama_eval.model.formats import window
-from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random, rotary_tables
+from llama_eval.model.llama import ModelArgs, RopeScaling, build, count_parameters, init_random, rotary_tables
 from llama_eval.model.presets import preset, recognise
 
 from conftest import TINY_TOKENIZER  # noqa: E402  (320 pieces)
@@ -395,3 +397,90 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, bad):
     with pytest.raises(UserError, match=r"weight 'layers\.1\.attention\.wv\.weight' in .*consolidated\.00\.pth "
                                         r"holds NaN or infinite values"):
         load_checkpoint(folder, device="cpu")
+
+
+# ---------------------------------------------------------------------------- convert
+
+
+def network(a: ModelArgs) -> tuple:
+    """What a config means, whichever way it spells the FFN width (Meta's rule or an explicit one)."""
+    return (a.dim, a.n_layers, a.n_heads, a.kv_heads, a.ffn_dim, a.vocab_size, a.norm_eps, a.rope_theta,
+            a.rope_scaling, a.max_seq_len, a.tie_embeddings)
+
+
+def test_convert_meta_to_hf_and_back_gives_identical_logits(tmp_path):
+    source = random_model()
+    meta = write_meta(tmp_path / "src" / "m", source.state_dict(), n_shards=2)
+    assert main(["convert", str(meta), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    hf = load_checkpoint(tmp_path / "hf", device="cpu")
+    convert(str(tmp_path / "hf"), tmp_path / "meta", "meta")
+    back = load_checkpoint(tmp_path / "meta", device="cpu")
+    assert (hf.info.format, back.info.format) == ("hf", "meta")
+    assert network(hf.info.args) == network(back.info.args) == network(load_checkpoint(meta, device="cpu").info.args)
+    for loaded in (hf, back):
+        assert torch.equal(logits(loaded.model), logits(source))
+    # The Hugging Face folder is what transformers reads: same logits (an independent check of
+    # the rotary permutation that convert applies).
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert (theirs(TOKENS).logits - logits(source)).abs().max().item() <= 1e-4
+
+
+def test_convert_keeps_dtype_rope_scaling_and_tied_embeddings(tmp_path):
+    args = dataclasses.replace(ARGS, tie_embeddings=True, rope_theta=500000.0,
+                               rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192), max_seq_len=300)
+    source = random_model(args).to(torch.bfloat16)
+    meta = write_meta(tmp_path / "src" / "m", {k: v for k, v in source.state_dict().items() if k != "output.weight"},
+                      rope_theta=500000.0, use_scaled_rope=True, rope_scaling_factor=32.0, max_seq_len=300)
+    first = load_checkpoint(meta, device="cpu", dtype="bfloat16")
+    assert first.info.args == args
+    convert(str(meta), tmp_path / "hf", "hf")
+    convert(str(tmp_path / "hf"), tmp_path / "meta", "meta")
+    params = json.loads((tmp_path / "meta" / "params.json").read_text())
+    assert (params["use_scaled_rope"], params["rope_scaling_factor"], params["max_seq_len"]) == (True, 32.0, 300)
+    for folder in (tmp_path / "hf", tmp_path / "meta"):
+        assert stored_dtype(folder) == torch.bfloat16
+        loaded = load_checkpoint(folder, device="cpu", dtype="bfloat16")
+        assert network(loaded.info.args) == network(args)
+        assert loaded.model.output.weight is loaded.model.tok_embeddings.weight
+        assert torch.equal(logits(loaded.model), logits(first.model))
+    with pytest.raises(UserError, match="is not empty"):
+        convert(str(meta), tmp_path / "hf", "meta")
+
+
+# ---------------------------------------------------------------------------- Hugging Face hub ids
+
+
+def hub_cache(root: Path, repo: str, folder: Path, commit: str) -> Path:
+    """A Hugging Face cache holding `folder` as the snapshot `commit` of `repo` (branch main), laid
+    out as huggingface_hub writes it (plain files in place of its links into blobs/)."""
+    entry = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, entry / "snapshots" / commit)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(commit)
+    return root
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def test_hub_id_resolves_to_a_cached_snapshot_offline(tmp_path, offline_hub):
+    source = random_model()
+    convert(str(write_meta(tmp_path / "src" / "m", source.state_dict())), tmp_path / "hf", "hf")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub_cache(offline_hub, "someone/tiny-llama", tmp_path / "hf", commit)
+    for spec in ("someone/tiny-llama", f"someone/tiny-llama@{commit}"):
+        loaded = load_checkpoint(spec, device="cpu")
+        assert loaded.info.revision == commit and loaded.info.format == "hf"
+        assert loaded.info.files[0] == offline_hub / "models--someone--tiny-llama" / "snapshots" / commit / "config.json"
+        assert torch.equal(logits(loaded.model), logits(source))
+    assert describe(loaded)["revision"] == commit
+    with pytest.raises(UserError, match=r"someone/other is not in the Hugging Face cache and the hub cannot be "
+                                        r"reached \(HF_HUB_OFFLINE is set"):
+        load_checkpoint("someone/other", device="cpu")

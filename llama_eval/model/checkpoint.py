@@ -133,6 +133,16 @@ def load_checkpoint(spec: str | os.PathLike, device: str | torch.device | None =
     return Loaded(model, tok, info)
 
 
+def stored_dtype(spec: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> torch.dtype:
+    """The dtype the weights of `spec` are stored in (that of its first tensor)."""
+    path, _ = _resolve(str(spec))
+    fmt = detect_format(path)
+    source = READERS[fmt](path, load_tokenizer(tokenizer_path(fmt, path, tokenizer)).vocab_size, None)
+    for _, stored, _ in source.tensors:
+        return stored.read().dtype
+    raise UserError(f"{path} holds no weights")
+
+
 def describe(loaded: Loaded) -> dict[str, Any]:
     """What `llama-eval info` prints: format, config, parameter count, dtype, device, files."""
     info, a = loaded.info, loaded.info.args
