@@ -58,11 +58,11 @@ def model_args(model: str | ModelArgs) -> tuple[str, ModelArgs]:
             raise UserError(f"--model {model!r}: {e.args[0]} Or pass a checkpoint's path.") from None
     path = ck.resolve_spec(model)
     fmt = ck.detect_format(path)
-    from .model.formats import READERS
+    from .model.formats import read_config
     from .model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(ck.tokenizer_path(fmt, path, None))
-    return str(path), READERS[fmt](path, tok.vocab_size, None).args
+    return str(path), read_config(fmt, path, tok.vocab_size)
 
 
 def valid_tp(args: ModelArgs, gpus: int) -> list[int]:

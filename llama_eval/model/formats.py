@@ -129,11 +129,7 @@ META_IGNORED = "rope.freqs"
 def meta_source(folder: Path, vocab_size: int, max_seq_len: int | None) -> Source:
     """Meta's layout. vocab_size: the tokenizer's, which params.json's -1 stands for (LLaMA 1, 2)."""
     params_file = folder / "params.json"
-    params = read_json(params_file)
-    unknown = sorted(set(params) - set(META_PARAMS))
-    if unknown:
-        raise UserError(f"{params_file} has fields this loader does not know: {', '.join(unknown)} "
-                        f"(known: {', '.join(META_PARAMS)})")
+    params = _meta_params(params_file)
     shards = sorted(folder.glob("consolidated.*.pth"))
     if not shards:
         raise UserError(f"{folder} has params.json but no consolidated.NN.pth weight files")
@@ -142,6 +138,25 @@ def meta_source(folder: Path, vocab_size: int, max_seq_len: int | None) -> Sourc
         raise UserError(f"{folder}: model-parallel shards must be named {wanted[0]} .. {wanted[-1]}; "
                         f"found {', '.join(s.name for s in shards)}")
     states = [torch_load(f) for f in shards]
+    # Meta's files of tied models may store no output projection (those this tool writes do not).
+    args = meta_args(params, params_file, vocab_size, max_seq_len, tied="output.weight" not in states[0])
+    expected = {name: t.shape for name, t in build(args).state_dict().items()}
+    return Source("meta", args, [params_file], shards, _meta_tensors(shards, states, expected))
+
+
+def _meta_params(params_file: Path) -> dict[str, Any]:
+    params = read_json(params_file)
+    unknown = sorted(set(params) - set(META_PARAMS))
+    if unknown:
+        raise UserError(f"{params_file} has fields this loader does not know: {', '.join(unknown)} "
+                        f"(known: {', '.join(META_PARAMS)})")
+    return params
+
+
+def meta_args(params: dict[str, Any], params_file: Path, vocab_size: int, max_seq_len: int | None,
+              tied: bool = False) -> ModelArgs:
+    """The config params.json states; the window and the RoPE factor where it does not state
+    them come from the published model it is (presets.recognise)."""
     vocab = params.get("vocab_size", -1)
     scaled = params.get("use_scaled_rope", False)
     args = ModelArgs(
@@ -151,17 +166,21 @@ def meta_source(folder: Path, vocab_size: int, max_seq_len: int | None) -> Sourc
         multiple_of=params.get("multiple_of", 256), ffn_dim_multiplier=params.get("ffn_dim_multiplier"),
         norm_eps=params.get("norm_eps", 1e-5), rope_theta=params.get("rope_theta", 10000.0),
         rope_scaling=RopeScaling(params.get("rope_scaling_factor", META_ROPE_FACTOR), 1.0, 4.0, 8192) if scaled else None,
-        # Meta's files of tied models (Llama 3.2 1B, 3B) may store no output projection.
-        tie_embeddings="output.weight" not in states[0],
+        tie_embeddings=tied,
     )
     known = recognise(args)
     if scaled and "rope_scaling_factor" not in params and known:
         # params.json of Llama 3.2 says use_scaled_rope but not its factor (32): the model's.
         args = replace(args, rope_scaling=PRESETS[known].args.rope_scaling)
     args = replace(args, max_seq_len=window(params.get("max_seq_len"), args, max_seq_len))
-    args = validated(args, params_file)
-    expected = {name: t.shape for name, t in build(args).state_dict().items()}
-    return Source("meta", args, [params_file], shards, _meta_tensors(shards, states, expected))
+    return validated(args, params_file)
+
+
+def read_config(fmt: str, path: Path, vocab_size: int) -> ModelArgs:
+    """A checkpoint's config without reading any weights (`llama-eval plan`)."""
+    if fmt == "meta":
+        return meta_args(_meta_params(path / "params.json"), path / "params.json", vocab_size, None)
+    return READERS[fmt](path, vocab_size, None).args  # the other readers read tensors only when drawn
 
 
 def _meta_tensors(shards: list[Path], states: list[dict], expected: dict[str, torch.Size]) -> Tensors:
