@@ -484,3 +484,32 @@ def test_hub_id_resolves_to_a_cached_snapshot_offline(tmp_path, offline_hub):
     with pytest.raises(UserError, match=r"someone/other is not in the Hugging Face cache and the hub cannot be "
                                         r"reached \(HF_HUB_OFFLINE is set"):
         load_checkpoint("someone/other", device="cpu")
+
+
+@pytest.mark.parametrize("error, message", [
+    ("GatedRepoError", r"meta-llama/Llama-3\.1-8B is gated: accept its licence on https://huggingface\.co/"
+                       r"meta-llama/Llama-3\.1-8B and log in"),
+    ("RepositoryNotFoundError", r"no Hugging Face repository meta-llama/Llama-3\.1-8B \(or it is private"),
+    ("RevisionNotFoundError", r"meta-llama/Llama-3\.1-8B has no revision 'v9'"),
+])
+def test_hub_failures_are_one_line(monkeypatch, error, message):
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub import errors
+
+    def refuse(*args, **kwargs):
+        # The hub's errors carry an HTTP response; what the loader reads is only their type.
+        e = getattr(errors, error).__new__(getattr(errors, error))
+        Exception.__init__(e, "from the hub")
+        raise e
+
+    monkeypatch.setattr(hub, "snapshot_download", refuse)
+    with pytest.raises(UserError, match=message):
+        load_checkpoint("meta-llama/Llama-3.1-8B@v9", device="cpu")
+
+
+def test_max_len_sets_the_window_from_the_command_line(tmp_path, capsys):
+    folder = write_meta(tmp_path / "m", random_model().state_dict())
+    assert main(["info", "--model", str(folder), "--device", "cpu", "--max-len", "96"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["max_seq_len"] == 96
+    assert main(["info", "--model", str(folder), "--device", "cpu", "--max-len", "0"]) == 2
+    assert "--max-len 0" in capsys.readouterr().err

@@ -107,6 +107,8 @@ def load_checkpoint(spec: str | os.PathLike, device: str | torch.device | None =
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 1):
+        raise UserError(f"--max-len {max_seq_len} must be a positive number of tokens")
     text = str(spec)
     if text.startswith(RANDOM_PREFIX):
         if sharding is not None:
