@@ -48,11 +48,12 @@ COLUMN_PARALLEL = {"wq", "wk", "wv", "w1", "w3", "output"}
 ROW_PARALLEL = {"wo", "w2", "tok_embeddings"}
 
 
-def split_like_meta(state: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+def split_like_meta(state: dict[str, torch.Tensor], n: int, vocab_parallel: bool = False) -> list[dict[str, torch.Tensor]]:
+    """Meta's shards; vocab_parallel: the embedding split along the vocabulary, as Llama 3's code does."""
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
     for name, tensor in state.items():
         module = name.split(".")[-2]
-        if module in COLUMN_PARALLEL:
+        if module in COLUMN_PARALLEL or (vocab_parallel and module == "tok_embeddings"):
             parts = tensor.chunk(n, dim=0)
         elif module in ROW_PARALLEL:
             parts = tensor.chunk(n, dim=1)
@@ -72,11 +73,12 @@ def params_json(args: ModelArgs = ARGS, **changes) -> dict:
     return {**params, **changes}
 
 
-def write_meta(folder: Path, state: dict[str, torch.Tensor], n_shards: int = 1, **params) -> Path:
+def write_meta(folder: Path, state: dict[str, torch.Tensor], n_shards: int = 1, vocab_parallel: bool = False,
+               **params) -> Path:
     """A Meta checkpoint in `folder`, with tokenizer.model one folder up as Meta's download has it."""
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(params_json(**params)))
-    for i, shard in enumerate(split_like_meta(state, n_shards)):
+    for i, shard in enumerate(split_like_meta(state, n_shards, vocab_parallel)):
         torch.save(shard, folder / f"consolidated.{i:02d}.pth")
     shutil.copy(TINY_TOKENIZER, folder.parent / "tokenizer.model")
     return folder
@@ -92,6 +94,9 @@ def test_meta_one_and_two_shards_give_the_same_logits(tmp_path):
     assert torch.equal(logits(one.model), logits(source))
     assert torch.equal(logits(two.model), logits(source))
     assert len(two.info.files) == 4  # params.json, two shards, tokenizer.model
+    llama3_split = load_checkpoint(write_meta(tmp_path / "three", source.state_dict(), n_shards=2,
+                                              vocab_parallel=True), device="cpu")
+    assert torch.equal(logits(llama3_split.model), logits(source))
 
 
 def test_meta_context_window_comes_from_the_config_or_the_published_model(tmp_path):

@@ -125,8 +125,7 @@ def load_checkpoint(spec: str | os.PathLike, device: str | torch.device | None =
             f"the model in {path} has a vocabulary of {source.args.vocab_size} tokens but the tokenizer "
             f"{tok.path} has {tok.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)"
         )
-    n_params = count_parameters(build(source.args))
-    model = materialise(source, device, dtype, sharding(source.args) if sharding else None)
+    model, n_params = materialise(source, device, dtype, sharding(source.args) if sharding else None)
     info = CheckpointInfo(
         format=fmt, args=source.args, files=[*source.config_files, *source.weight_files, tok.path],
         dtype=dtype, device=device, n_params=n_params,
@@ -358,12 +357,14 @@ def tokenizer_path(fmt: str, path: Path, given: str | os.PathLike | None) -> Pat
 # ---------------------------------------------------------------------------- the strict load
 
 
-def materialise(source: Source, device: torch.device, dtype: torch.dtype, sharding: Sharding | None) -> Transformer:
-    """The network of `source.args` holding the source's tensors (this process's parts of them
-    when `sharding` is given), on `device` in `dtype`; strict: every weight exactly once, with
-    the shape the config implies, finite."""
+def materialise(source: Source, device: torch.device, dtype: torch.dtype,
+                sharding: Sharding | None) -> tuple[Transformer, int]:
+    """(the network of `source.args` holding the source's tensors, its whole parameter count).
+    The tensors are this process's parts of them when `sharding` is given, on `device` in
+    `dtype`; strict: every weight exactly once, with the shape the config implies, finite."""
     args = source.args
     model = build(args)  # meta device: no memory
+    n_params = count_parameters(model)
     tied = args.tie_embeddings
     # A tied model's state dict lists output.weight too; it is filled from the embedding below.
     expected = {name: t.shape for name, t in model.state_dict().items() if not (tied and name == "output.weight")}
@@ -401,7 +402,7 @@ def materialise(source: Source, device: torch.device, dtype: torch.dtype, shardi
     if tied and sharding is None:
         # assign=True wraps each entry in its own Parameter; share one again, as built.
         model.output.weight = model.tok_embeddings.weight
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False), n_params
 
 
 # ---------------------------------------------------------------------------- random weights

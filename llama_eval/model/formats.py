@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import UserError
-from .llama import ModelArgs, RopeScaling, build
+from .llama import ModelArgs, RopeScaling
 from .presets import PRESETS, recognise
 
 # When a config does not state the window and matches no published model: LLaMA 1's.
@@ -140,8 +140,7 @@ def meta_source(folder: Path, vocab_size: int, max_seq_len: int | None) -> Sourc
     states = [torch_load(f) for f in shards]
     # Meta's files of tied models may store no output projection (those this tool writes do not).
     args = meta_args(params, params_file, vocab_size, max_seq_len, tied="output.weight" not in states[0])
-    expected = {name: t.shape for name, t in build(args).state_dict().items()}
-    return Source("meta", args, [params_file], shards, _meta_tensors(shards, states, expected))
+    return Source("meta", args, [params_file], shards, _meta_tensors(shards, states, args))
 
 
 def _meta_params(params_file: Path) -> dict[str, Any]:
@@ -183,14 +182,22 @@ def read_config(fmt: str, path: Path, vocab_size: int) -> ModelArgs:
     return READERS[fmt](path, vocab_size, None).args  # the other readers read tensors only when drawn
 
 
-def _meta_tensors(shards: list[Path], states: list[dict], expected: dict[str, torch.Size]) -> Tensors:
-    """Meta-named tensors, each the lazy concatenation of its model-parallel parts.
+# The dimension along which Meta's model-parallel shards split each weight (fairscale layers in
+# Meta's model.py): ColumnParallelLinear splits output rows (0), RowParallelLinear input columns
+# (1); LLaMA 1/2's ParallelEmbedding splits the embedding width (1), Llama 3's
+# VocabParallelEmbedding the vocabulary (0). None: every shard holds all of it (the norms).
+META_SPLIT_DIM: dict[str, int | None] = {
+    "tok_embeddings.weight": 1,
+    "output.weight": 0,
+    "attention.wq.weight": 0, "attention.wk.weight": 0, "attention.wv.weight": 0,
+    "feed_forward.w1.weight": 0, "feed_forward.w3.weight": 0,
+    "attention.wo.weight": 1, "feed_forward.w2.weight": 1,
+    "attention_norm.weight": None, "ffn_norm.weight": None, "norm.weight": None,
+}
 
-    Which dimension the shards split a weight along follows from the parts' shapes and the
-    config's: fairscale's column-parallel layers split output rows, row-parallel ones input
-    columns; LLaMA 1/2's embedding is split along its width, Llama 3's along the vocabulary;
-    the norms are copied whole into every shard.
-    """
+
+def _meta_tensors(shards: list[Path], states: list[dict], args: ModelArgs) -> Tensors:
+    """Meta-named tensors, each the lazy concatenation of its model-parallel parts."""
     for file, state in zip(shards[1:], states[1:]):
         differ = set(state) ^ set(states[0])
         if differ:
@@ -206,19 +213,12 @@ def _meta_tensors(shards: list[Path], states: list[dict], expected: dict[str, to
             continue
         if any(p.shape != parts[0].shape for p in parts):
             raise UserError(f"weight {name!r} in {where} has parts of shapes {[list(p.shape) for p in parts]}")
-        yield name, _concatenated(parts, _split_dim(parts, expected.get(name))), where
-
-
-def _split_dim(parts: list[torch.Tensor], full: torch.Size | None) -> int | None:
-    """The dimension along which `parts` make the `full` shape; None: each part is all of it. An
-    unexpected name or shape gives dimension 0, for the strict check to report the shape."""
-    if full is None or parts[0].shape == full:
-        return None if full is not None else 0
-    n, shape = len(parts), parts[0].shape
-    for d in range(len(shape)):
-        if shape[d] * n == full[d] and shape[:d] + shape[d + 1:] == full[:d] + full[d + 1:]:
-            return d
-    return 0
+        kind = re.sub(r"^layers\.\d+\.", "", name)
+        # An unknown name is joined along dimension 0; the strict check then reports it.
+        dim = META_SPLIT_DIM.get(kind, 0)
+        if kind == "tok_embeddings.weight" and parts[0].dim() == 2 and parts[0].shape[1] == args.dim:
+            dim = 0  # whole rows in every shard: Llama 3's split of the vocabulary
+        yield name, _concatenated(parts, dim), where
 
 
 def _concatenated(parts: list[torch.Tensor], cat: int | None) -> Stored:
