@@ -45,9 +45,13 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _model_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="preset (7b, 13b, 33b, 65b, llama2-7b, ...; looked up under "
-                   "$LLAMA_EVAL_MODELS), a checkpoint folder or file, or random:<preset>")
-    p.add_argument("--tokenizer", default=DEFAULTS["tokenizer"], help="SentencePiece .model file, if not beside the weights")
+    p.add_argument("--model", required=required, help="preset (7b, 13b, 33b, 65b, llama2-7b, llama3.1-8b, ...; looked "
+                   "up under $LLAMA_EVAL_MODELS), a checkpoint folder or file, a Hugging Face id org/name[@revision], "
+                   "or random:<preset>")
+    p.add_argument("--tokenizer", default=DEFAULTS["tokenizer"],
+                   help="tokenizer.model or tokenizer.json, if not beside the weights")
+    p.add_argument("--max-len", type=int, default=DEFAULTS["max_len"],
+                   help="context window in tokens, which sizes the KV cache (default: the model's, at most 8192)")
     p.add_argument("--device", default=DEFAULTS["device"], help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on cuda, float32 on cpu")
@@ -110,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", parents=[common], help="describe a checkpoint: format, config, parameters, files")
     _model_flags(p)
+
+    p = sub.add_parser("convert", parents=[common], help="write a checkpoint in Hugging Face's or Meta's layout")
+    p.add_argument("src", help="any --model spec: preset, folder, file or Hugging Face id")
+    p.add_argument("dst", type=Path, help="a new folder")
+    p.add_argument("--to", required=True, choices=["hf", "meta"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as the weights are stored")
+    p.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json, if not beside the weights")
 
     p = sub.add_parser("execute", parents=[common], help="check code completions produced elsewhere in the sandbox; pass@k")
     p.add_argument("--samples", required=True, type=Path, help='JSON lines {"task_id", "completion"}')
@@ -180,7 +191,8 @@ def cmd_score(args) -> int:
     _distinct_output(args.output, args.requests, "--requests")
     rows = list(read_records(args.requests))
     reqs = [LoglikelihoodRequest(field(r, "context", args.requests, n), field(r, "continuation", args.requests, n)) for n, r in rows]
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            max_seq_len=args.max_len)
     scorer = Scorer(model, tok, args.batch_tokens)
     start = time.monotonic()
     results = _with_bar(scorer.iter_loglikelihood(reqs), len(reqs), "scoring", lambda: scorer.stats.tokens_run)
@@ -197,13 +209,13 @@ def cmd_score(args) -> int:
 def cmd_generate(args) -> int:
     from . import load_model
     from .engine.generation import Generator
-    from .requests import GenerationRequest
     from .tasks.data import read_records
 
     _distinct_output(args.output, args.requests, "--requests")
     rows = list(read_records(args.requests))
     reqs = [generation_request(row, args.requests, n) for n, row in rows]
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            max_seq_len=args.max_len)
     gen = Generator(model, tok, max_batch=args.max_batch)
     start = time.monotonic()
     results = _with_bar(gen.iter_generate(reqs), len(reqs), "generating", lambda: gen.stats.generated_tokens)
@@ -270,8 +282,17 @@ def _with_bar(results, total: int, desc: str, tokens) -> list:
 def cmd_info(args) -> int:
     from .model.checkpoint import describe, load_checkpoint
 
-    loaded = load_checkpoint(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    loaded = load_checkpoint(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                             max_seq_len=args.max_len)
     print(json.dumps(describe(loaded), indent=2, default=str))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .model.convert import convert
+
+    dst = convert(args.src, args.dst, args.to, args.dtype, args.tokenizer)
+    print(f"wrote {dst} ({args.to} layout)")
     return 0
 
 
@@ -363,15 +384,17 @@ def _describe_task(task) -> int:
 def cmd_models(args) -> int:
     import os
 
-    from .model.checkpoint import MODELS_ENV, PRESET_FOLDERS, RANDOM_PREFIX
-    from .model.llama import PRESETS, count_parameters, build
+    from .model.checkpoint import MODELS_ENV, RANDOM_PREFIX
+    from .model.llama import count_parameters, build
+    from .model.presets import PRESETS
 
     root = os.environ.get(MODELS_ENV)
     print(f"${MODELS_ENV} = {root or '(not set)'}")
-    print(f"{'preset':<12} {'parameters':>14}  {'window':>6}  looked for as")
-    for name, args in PRESETS.items():
-        where = ", ".join(f"${MODELS_ENV}/{f}" for f in PRESET_FOLDERS.get(name, ())) or f"{RANDOM_PREFIX}{name} only"
-        print(f"{name:<12} {count_parameters(build(args)):>14,}  {args.max_seq_len:>6}  {where}")
+    print(f"{'preset':<13} {'parameters':>14}  {'window':>6}  looked for as")
+    for name, p in PRESETS.items():
+        where = ", ".join(f"${MODELS_ENV}/{f}" for f in p.folders) or f"{RANDOM_PREFIX}{name} only"
+        hub = f", or --model {p.hub}" if p.hub else ""
+        print(f"{name:<13} {count_parameters(build(p.args)):>14,}  {p.args.max_seq_len:>6}  {where}{hub}")
     print(f"Any checkpoint folder or llama2.c .bin also works as --model PATH; {RANDOM_PREFIX}<preset> gives random weights.")
     return 0
 
@@ -388,6 +411,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {
+    "convert": cmd_convert,
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
     "data": cmd_data, "plan": cmd_plan,

@@ -48,7 +48,8 @@ class RunConfig:
     max_batch: int = how(32)  # rows decoded together in generation
     device: str | None = results(None)  # None: cuda if available, else cpu
     dtype: str | None = results(None)  # None: bfloat16 on cuda, float32 on cpu
-    tokenizer: str | None = results(None)  # tokenizer file, when not beside the weights
+    tokenizer: str | None = results(None)  # tokenizer.model / tokenizer.json, when not beside the weights
+    max_len: int | None = results(None)  # context window (KV cache size); None: the model's, at most 8,192
     share_prefixes: bool = how(True)
     samples: int | None = results(None)  # generation samples per problem; None: task default
     temperature: float | None = results(None)  # override a generation task's sampling temperature

@@ -194,7 +194,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         resolve_spec(config.model)  # a wrong model name fails before any data is read
     settings = settings_of(config)
     runs = plan(config, settings)
-    kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer)
+    kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer,
+              max_seq_len=config.max_len)
     if dist is not None and dist.tp > 1:
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
     else:

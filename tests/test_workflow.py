@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from llama_eval.cli import main
-from llama_eval.model.llama import PRESETS, build, init_random
+from llama_eval.model.llama import build, init_random
+from llama_eval.model.presets import preset
 
 from conftest import TINY_TOKENIZER  # noqa: E402
 WORDS = "the cat a dog sees likes finds the red ball a green hat some bread the river".split()
@@ -29,7 +30,7 @@ def write_meta_checkpoint(folder: Path, dim: int = 128, layers: int = 4) -> Path
 
     folder.mkdir(parents=True)
     vocab = Tokenizer(TINY_TOKENIZER).vocab_size
-    args = replace(PRESETS["tiny"], dim=dim, n_layers=layers, n_heads=4, n_kv_heads=4, vocab_size=vocab)
+    args = replace(preset("tiny"), dim=dim, n_layers=layers, n_heads=4, n_kv_heads=4, vocab_size=vocab)
     torch.save(init_random(build(args, "cpu"), seed=3).state_dict(), folder / "consolidated.00.pth")
     (folder / "params.json").write_text(json.dumps(
         {"dim": dim, "n_layers": layers, "n_heads": 4, "vocab_size": vocab, "multiple_of": 32, "norm_eps": 1e-5}))
