@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
     p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval (runs model-written code)")
 
+    p = sub.add_parser("export", parents=[common], help="write a run in another tool's format (lm-eval's results and samples)")
+    p.add_argument("run", type=Path, help="run folder written by `llama-eval run`")
+    p.add_argument("--format", required=True, choices=["lm-eval"])
+    p.add_argument("--output", type=Path, default=None, help="folder (default: RUN/lm-eval); files go in <output>/<model>/")
+    p.add_argument("--data-dir", default=None, help="data the run read, to rebuild its prompts (default: the run's)")
+
     sub.add_parser("tasks", parents=[common], help="list tasks: splits, shots, metrics, paper table")
     sub.add_parser("models", parents=[common], help="list presets and where weights are looked for")
     p = sub.add_parser("data", parents=[common], help="data files")
@@ -328,10 +334,20 @@ def cmd_data(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_lm_eval
+
+    files, counts = export_lm_eval(args.run, args.output, args.data_dir)
+    for f in files:
+        print(f)
+    print(f"{counts['answered']} of {counts['requests']} requests have their model answers (from the run's cache)")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
-    "data": cmd_data, "plan": cmd_plan,
+    "data": cmd_data, "plan": cmd_plan, "export": cmd_export,
 }
 
 
