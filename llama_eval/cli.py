@@ -141,9 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", parents=[common], help="list tasks: splits, shots, metrics, paper table")
     sub.add_parser("models", parents=[common], help="list presets and where weights are looked for")
-    p = sub.add_parser("data", parents=[common], help="data files")
-    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser("data", parents=[common], help="data files: check them, or download them")
+    p.add_argument("action", choices=["verify", "download"])
     p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--tasks", type=_names, default=None, help="download: only these tasks' files (default: all)")
+    p.add_argument("--base-url", default=None, help="download: fetch <base-url>/<path> from a mirror instead")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
 
@@ -325,6 +328,13 @@ def cmd_models(args) -> int:
 
 def cmd_data(args) -> int:
     from .tasks.data import verify_data_dir
+
+    if args.action == "download":
+        from .download import download
+
+        written = download(args.data_dir, args.tasks, args.base_url, args.progress)
+        print(f"{len(written)} file(s) written to {args.data_dir}, each checked against the sha256 manifest")
+        return 0
 
     bad = 0
     for rel, status in verify_data_dir(args.data_dir):

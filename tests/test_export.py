@@ -24,7 +24,7 @@ TASKS = ["piqa", "boolq", "mmlu", "nq_open"]  # plain, calibrated, grouped, gene
 def exported(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     llama_eval.evaluate("random:tiny", TASKS, tokenizer=str(TINY_TOKENIZER), device="cpu", data_dir=SAMPLE_DATA,
-                        output=run_dir, progress=False, task_shots={"nq_open": [0, 1]})
+                        output=run_dir, progress=False, task_shots={"nq_open": [0, 1]}, limit=1)
     assert main(["export", str(run_dir), "--format", "lm-eval", "--output", str(run_dir / "out")]) == 0
     folder = run_dir / "out" / "random__tiny"
     results = json.loads(next(folder.glob("results_*.json")).read_text())
