@@ -182,24 +182,39 @@ def test_the_url_table_covers_every_release_file_and_task():
 
 # -- the real recipes, on the real files (skipped without ../shared/data) -----------------------
 
-def test_math_repack_rebuilds_the_release_archive_byte_for_byte(server, shared_data, tmp_path):
-    """An archive laid out like MATH.tar (members in another order, other mtimes and owners, plus
-    train files) repacks into exactly the archive of the manifest."""
-    with tarfile.open(shared_data / "math/MATH_test.tar.gz") as t:
+@pytest.mark.parametrize("task, release, extra", [("math", "math/MATH_test.tar.gz", "MATH/train/algebra/1.json"),
+                                                  ("race_high", "race/RACE_test.tar.gz", "RACE/dev/high/1.txt")])
+def test_repack_rebuilds_the_release_archive_byte_for_byte(server, shared_data, tmp_path, task, release, extra):
+    """An archive laid out like the authors' (members in another order, other mtimes, modes and
+    owners, plus train/dev files) repacks into exactly the archive of the manifest."""
+    with tarfile.open(shared_data / release) as t:
         members = {m.name: t.extractfile(m).read() for m in t if m.isfile()}
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        names = [*members, "MATH/train/algebra/1.json"]
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        names = [*members, extra]
         random.Random(1).shuffle(names)
         for name in names:
             body = members.get(name, b"{}")
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.uname, info.mode = len(body), 1_600_000_000, "hendrycks", 0o600
+            info.size, info.mtime, info.uname, info.mode = len(body), 1_600_000_000, "author", 0o600
             tar.addfile(info, io.BytesIO(body))
-    src = next(s for s in dl.load_sources() if "math" in s.tasks)
+    src = next(s for s in dl.load_sources() if task in s.tasks)
     server.files = {src.mirror: buf.getvalue()}
-    assert dl.download(tmp_path, ("math",), server.url, False, log=lambda s: None) == ["math/MATH_test.tar.gz"]
-    assert sha((tmp_path / "math/MATH_test.tar.gz").read_bytes()) == bundled_manifest()["math/MATH_test.tar.gz"]
+    assert dl.download(tmp_path, (task,), server.url, False, log=lambda s: None) == [release]
+    assert sha((tmp_path / release).read_bytes()) == bundled_manifest()[release]
+
+
+def test_mmlu_is_unpacked_from_data_tar_into_the_release_layout(server, shared_data, tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:  # data.tar: the folder data/ holds dev/, val/, test/, ...
+        for path in sorted((shared_data / "mmlu").rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname="data/" + path.relative_to(shared_data / "mmlu").as_posix())
+    src = next(s for s in dl.load_sources() if "mmlu" in s.tasks)
+    server.files = {src.mirror: buf.getvalue()}
+    written = dl.download(tmp_path, ("mmlu",), server.url, False, log=lambda s: None)
+    assert len(written) == len([p for p in bundled_manifest() if p.startswith("mmlu/")]) == 173
+    assert (tmp_path / "mmlu/test/anatomy_test.csv").read_bytes() == (shared_data / "mmlu/test/anatomy_test.csv").read_bytes()
 
 
 def test_hellaswag_jsonl_is_derived_from_the_text_dump(server, shared_data, tmp_path):
