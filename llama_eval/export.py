@@ -34,6 +34,7 @@ from typing import Any
 
 from . import reporting
 from .errors import UserError
+from .requests import GenerationRequest
 
 FILTER = "none"
 LM_EVAL_MARK = " [lm-eval]"
@@ -150,7 +151,6 @@ def samples_records(run: reporting.Run, run_dir: Path, names: dict[tuple[str, in
                     data_dir: str | Path | None) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """lm-eval samples lines per lm-eval task name, from the replanned requests and the cache."""
     from .evaluator import plan, settings_of
-    from .requests import GenerationRequest
 
     config = _run_config(run.info["config"], data_dir)
     settings = settings_of(config)
@@ -179,8 +179,7 @@ def samples_records(run: reporting.Run, run_dir: Path, names: dict[tuple[str, in
                 row = rows.loc[doc_id]
                 counts["requests"] += len(reqs)
                 counts["answered"] += sum(r in answers for r in reqs)
-                records.append(_sample(i, doc, reqs, answers, row, [m for m in metrics if not _nan(row[m])],
-                                       GenerationRequest))
+                records.append(_sample(i, doc, reqs, answers, row, [m for m in metrics if not _nan(row[m])]))
             out[name] = records
     finally:
         if cache is not None:
@@ -188,7 +187,8 @@ def samples_records(run: reporting.Run, run_dir: Path, names: dict[tuple[str, in
     return out, counts
 
 
-def _sample(i, doc, reqs, answers, row, metrics, GenerationRequest) -> dict[str, Any]:
+def _sample(i: int, doc: dict, reqs: list, answers: dict, row, metrics: list[str]) -> dict[str, Any]:
+    """One lm-eval samples line: document i's requests (arguments), the cached answers (resps) and its row."""
     arguments, resps, filtered = {}, [], []
     for j, req in enumerate(reqs):
         res = answers.get(req)
