@@ -8,3 +8,10 @@ def load_model(spec, device=None, dtype=None, tokenizer=None, max_seq_len=None):
     from .model.checkpoint import load_model as _load
 
     return _load(spec, device=device, dtype=dtype, tokenizer=tokenizer, max_seq_len=max_seq_len)
+
+
+def evaluate(model, tasks, **options):
+    """Evaluate a spec string or an in-memory (model, tokenizer) pair on tasks; see api.py."""
+    from .api import evaluate as _evaluate
+
+    return _evaluate(model, tasks, **options)

@@ -146,12 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
     p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval (runs model-written code)")
 
+    p = sub.add_parser("export", parents=[common], help="write a run in another tool's format (lm-eval's results and samples)")
+    p.add_argument("run", type=Path, help="run folder written by `llama-eval run`")
+    p.add_argument("--format", required=True, choices=["lm-eval"])
+    p.add_argument("--output", type=Path, default=None, help="folder (default: RUN/lm-eval); files go in <output>/<model>/")
+    p.add_argument("--data-dir", default=None, help="data the run read, to rebuild its prompts (default: the run's)")
+
     p = sub.add_parser("tasks", parents=[common], help="list tasks; `tasks NAME` describes one, with its options")
     p.add_argument("name", nargs="?", help="a task to describe: data, shots, metric and every --option it declares")
     sub.add_parser("models", parents=[common], help="list presets and where weights are looked for")
-    p = sub.add_parser("data", parents=[common], help="data files")
-    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser("data", parents=[common], help="data files: check them, or download them")
+    p.add_argument("action", choices=["verify", "download"])
     p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--tasks", type=_names, default=None, help="download: only these tasks' files (default: all)")
+    p.add_argument("--base-url", default=None, help="download: fetch <base-url>/<path> from a mirror instead")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
 
@@ -402,6 +411,13 @@ def cmd_models(args) -> int:
 def cmd_data(args) -> int:
     from .tasks.data import verify_data_dir
 
+    if args.action == "download":
+        from .download import download
+
+        written = download(args.data_dir, args.tasks, args.base_url, args.progress)
+        print(f"{len(written)} file(s) written to {args.data_dir}, each checked against the sha256 manifest")
+        return 0
+
     bad = 0
     for rel, status in verify_data_dir(args.data_dir):
         print(f"{status:<9} {rel}")
@@ -410,11 +426,21 @@ def cmd_data(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_lm_eval
+
+    files, counts = export_lm_eval(args.run, args.output, args.data_dir)
+    for f in files:
+        print(f)
+    print(f"{counts['answered']} of {counts['requests']} requests have their model answers (from the run's cache)")
+    return 0
+
+
 COMMANDS = {
     "convert": cmd_convert,
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
-    "data": cmd_data, "plan": cmd_plan,
+    "data": cmd_data, "plan": cmd_plan, "export": cmd_export,
 }
 
 

@@ -206,6 +206,10 @@ def load_run(path: str | Path) -> Run:
                             "written by `llama-eval run`")
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         return Run(str(path), summary, samples, info)
+    if path.is_file() and path.suffix == ".json":  # an lm-eval results file (export.py reads it)
+        from .export import load_lm_eval_run
+
+        return load_lm_eval_run(path)
     if path.is_file() and path.suffix == ".csv":
         header = set(pd.read_csv(path, nrows=0).columns)
         if "doc_id" in header:
