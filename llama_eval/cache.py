@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from .errors import UserError
 from .requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
@@ -25,6 +25,12 @@ BUSY_TIMEOUT_S = 120.0  # how long a write waits for another run sharing the cac
 
 class CacheDamaged(UserError):
     pass
+
+
+def cache_namespace(fingerprint: str, dtype: Any, engine_version: int) -> str:
+    """The namespace results are stored under: reused only for the same weights and tokenizer,
+    compute dtype and engine behaviour (llama_eval.engine.ENGINE_VERSION)."""
+    return f"{fingerprint}:{dtype}:engine{engine_version}"
 
 
 def request_key(namespace: str, req: Request) -> str:

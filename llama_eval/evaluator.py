@@ -147,12 +147,6 @@ def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> N
     run.metrics = run.task.aggregate(run.scores)
 
 
-def cache_namespace(fingerprint: str, dtype: str) -> str:
-    """The request cache's namespace: results are reused only for the same weights and tokenizer,
-    compute dtype and engine behaviour."""
-    return f"{fingerprint}:{dtype}:engine{ENGINE_VERSION}"
-
-
 def model_label(spec: str) -> str:
     return spec if "/" not in spec and not spec.endswith(".bin") else Path(spec.rstrip("/")).name or "model"
 
@@ -217,9 +211,9 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     previous = claim_run_dir(run_dir, config, info.fingerprint, chash)
     cache = None
     if config.use_cache:  # opened before run.json is touched: a damaged cache leaves the folder as it was
-        from .cache import ResultCache
+        from .cache import ResultCache, cache_namespace
 
-        cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype))
+        cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype, ENGINE_VERSION))
     date = previous["date"] if previous and previous.get("config_hash") == chash else _now()
     writer = ResultWriter(run_dir, label, config.paper_model or reporting.PAPER_MODELS.get(config.model),
                           f"{label}-{chash}", chash, date)

@@ -230,13 +230,14 @@ def _tuples(v):
 
 
 def _open_cache(run: reporting.Run, run_dir: Path, config):
-    from .cache import ResultCache
+    from .cache import ResultCache, cache_namespace
 
     path = Path(config.cache) if config.cache else run_dir / "cache.sqlite"
     if not path.is_file():
         return None
     model = run.info["model"]
-    return ResultCache(path, f"{model['fingerprint']}:{model['dtype']}")
+    # The namespace the run wrote under: its own engine version, whatever this one is.
+    return ResultCache(path, cache_namespace(model["fingerprint"], model["dtype"], run.info["engine_version"]))
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -80,7 +80,9 @@ def test_cache_is_never_shared_between_in_memory_models(tmp_path, tiny_pair):
     assert again.stats["cache"]["reused"] == first.stats["cache"]["computed"]
     with torch.no_grad():
         model.output.weight.mul_(3.0)  # a "training step"
-    changed = llama_eval.evaluate((model, tok), ["piqa"], **run)
+    with pytest.raises(UserError, match="holds a run of memory-.* \\(other weights\\)"):  # folders never mix
+        llama_eval.evaluate((model, tok), ["piqa"], **run)
+    changed = llama_eval.evaluate((model, tok), ["piqa"], **run, overwrite=True)  # the cache file stays
     assert changed.stats["cache"]["reused"] == 0
     assert changed.summary["model"].iloc[0] != first.summary["model"].iloc[0]
 

@@ -10,12 +10,10 @@ import pytest
 
 from llama_eval import evaluator
 from llama_eval import tasks as registry
-from llama_eval.cache import ResultCache
 from llama_eval.cli import main
 from llama_eval.config import RunConfig, results_fields
 from llama_eval.errors import UserError
 from llama_eval.reporting import Run, paper_table
-from llama_eval.requests import LoglikelihoodRequest, LoglikelihoodResult
 from llama_eval.tasks.options import Option, check_given, number_in
 
 from conftest import SAMPLE_DATA, TINY_TOKENIZER, make_settings  # noqa: E402
@@ -102,17 +100,16 @@ def test_table_5_marks_the_unfiltered_variant_from_the_typed_field():
 
 
 def test_a_cache_written_by_another_engine_version_gives_no_hits(tmp_path, monkeypatch):
-    req, res = LoglikelihoodRequest("a", " b"), LoglikelihoodResult(-1.5, True, 1)
-    cache = ResultCache(tmp_path / "c.sqlite", evaluator.cache_namespace("fp", "float32"))
-    cache.put(req, res)
-    cache.close()
-    same = ResultCache(tmp_path / "c.sqlite", evaluator.cache_namespace("fp", "float32"))
-    assert same.get_many([req]) == {req: res}
-    same.close()
+    out = tmp_path / "run"
+    argv = ["run", "--model", "random:tiny", "--tokenizer", str(TINY_TOKENIZER), "--tasks", "piqa",
+            "--data-dir", str(SAMPLE_DATA), "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["stats"]["cache"]["computed"] == 0  # all reused
     monkeypatch.setattr(evaluator, "ENGINE_VERSION", evaluator.ENGINE_VERSION + 1)
-    newer = ResultCache(tmp_path / "c.sqlite", evaluator.cache_namespace("fp", "float32"))
-    assert newer.get_many([req]) == {}
-    newer.close()
+    assert main([*argv, "--overwrite"]) == 0  # the config hash names the engine version too
+    stats = json.loads((out / "run.json").read_text())["stats"]["cache"]
+    assert stats["reused"] == 0 and stats["computed"] > 0
 
 
 def test_every_config_field_declares_whether_it_changes_results():
