@@ -31,6 +31,7 @@ class RunConfig:
     temperature: float | None = None  # override a generation task's sampling temperature
     options: tuple[str, ...] = ()  # task options "name=value" (see `llama-eval tasks`)
     allow_code_execution: bool = False
+    allow_unsandboxed: bool = False  # run that code even where the sandbox has no kernel isolation
     include: tuple[str, ...] = ()  # extra task files
     cache: str | None = None  # request cache file; None: <output>/cache.sqlite
     use_cache: bool = True

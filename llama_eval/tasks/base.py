@@ -32,7 +32,8 @@ class Settings:
     samples: int | None = None  # generation: samples per problem (None: the task's default)
     temperature: float | None = None  # generation: override the task's sampling temperature
     options: tuple[tuple[str, str], ...] = ()  # task-specific named options, "name=value"
-    allow_code_execution: bool = False  # run model-written code (execution.py) to grade it
+    allow_code_execution: bool = False  # run model-written code (execution/) to grade it
+    allow_unsandboxed: bool = False  # ... even where the sandbox has no kernel isolation (--allow-unsandboxed)
 
     def option(self, name: str, default: str) -> str:
         return dict(self.options).get(name, default)
