@@ -114,6 +114,9 @@ def write_maps(pid, config):
 def unshare(libc, config, notes):
     """'user' (a new user namespace with the others), 'root' (root's namespaces, no user
     namespace) or 'none', trying in that order."""
+    if not config["namespaces"]:
+        notes.append("namespaces were not asked for")
+        return "none"
     try:
         confine.call(libc, "unshare", confine.CLONE_NEWUSER | confine.NAMESPACES)
         return "user"
@@ -168,6 +171,10 @@ def candidate_main(config, fds, libc, source, mode, read_only, notes):
         if mode != "none":
             confine.mount(libc, "proc", "/proc", "proc", confine.MS_NOSUID | confine.MS_NODEV | confine.MS_NOEXEC)
             os.chdir(config["work"])
+            # Our own session and group: kill(0) or killpg would otherwise reach L, S and K
+            # (a group spans namespaces). Without a PID namespace, staying in the harness's
+            # group is what lets it kill everything the program started.
+            os.setsid()
         confine.set_limits(config["limits"], with_processes=mode != "none" or os.geteuid() == 0)
         if mode in ("root", "none") and os.geteuid() == 0:
             drop_to(config, mode, notes)

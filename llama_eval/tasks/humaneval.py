@@ -32,6 +32,7 @@ protocol in ../shared/reference/PROTOCOL.md, "Table 8".
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -69,8 +70,21 @@ def load_problems(path: Path) -> dict[str, Doc]:
 def humaneval_check(doc: Doc, completion: str) -> execution.Check:
     """One sample: the candidate (prompt + completion) in the sandbox, the test in the checker."""
     entry = doc["entry_point"]
-    return execution.Check(candidate=doc["prompt"] + completion, setup=doc["prompt"] + "\n" + doc["test"],
+    return execution.Check(candidate=doc["prompt"] + completion, setup=checker_setup(doc["prompt"], doc["test"]),
                            names=(entry,), test=f"check({entry})\n")
+
+
+@functools.lru_cache(maxsize=1024)
+def checker_setup(prompt: str, test: str) -> str:
+    """The prompt (for its helper functions) and the test's definitions. A prompt ends inside the
+    entry point's body, normally after its docstring; one that stops at the signature gets a
+    `pass` body, so that it compiles on its own (the checker then binds the candidate's function
+    over it)."""
+    try:
+        compile(prompt, "prompt", "exec")
+    except SyntaxError:
+        prompt += "    pass\n"
+    return prompt + "\n" + test
 
 
 def read_samples(path: Path, problems: dict[str, Doc]) -> list[tuple[str, str]]:
