@@ -61,7 +61,8 @@ def load_problems(path: Path) -> dict[str, Doc]:
                 raise data.invalid(path, lineno, "task_id", doc["id"], "unique (it occurs twice)")
             problems[doc["id"]] = doc
     except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a readable JSON Lines file ({error}); the file is damaged") from None
+        kind = "gzip-compressed " if Path(path).suffix == ".gz" else ""
+        raise UserError(f"{path}: not a {kind}JSON Lines file ({error}); the file is damaged") from None
     if not problems:
         raise UserError(f"HumanEval file {path} holds no problems")
     return problems

@@ -87,10 +87,10 @@ def mbpp_check(doc: Doc, completion: str) -> execution.Check:
     """One sample: the solution and the setup code in the sandbox, the asserts in the checker."""
     tests = "\n".join(doc["tests"]) + "\n"
     return execution.Check(candidate=completion + "\n" + doc["setup"] + "\n", test=tests,
-                           names=test_names(tests, doc["code"]))
+                           names=names_read(tests, doc["code"]))
 
 
-def test_names(tests: str, reference: str) -> tuple[str, ...]:
+def names_read(tests: str, reference: str) -> tuple[str, ...]:
     """The names the asserts read that the candidate must provide, each once: every one that is
     not a builtin (the solution's functions; for task 367 also the setup code's trees), and a
     builtin only where the reference solution redefines it (task 126's `sum`). Other builtins
