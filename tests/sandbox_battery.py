@@ -1,7 +1,7 @@
 """A battery of attacks on the sandbox, run by test_sandbox_modes.py as a separate process in
 each mode this machine allows (root, root without CAP_SYS_ADMIN, an unprivileged user).
 
-Usage: python sandbox_battery.py '{"secret_file": ..., "open_folder": ..., "socket": ...}'
+Usage: python sandbox_battery.py '{"secret_file": ..., "open_folder": ..., "socket": ..., "modes": [...]}'
 Prints one JSON line per attack and run: {"attack", "audit_hook", "status", "detail"}, then
 {"isolation": ...}. An attack that worked raises an exception whose message starts with
 "ESCAPED"; the caller also checks the machine from outside (files, processes, IPC objects).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from llama_eval import execution
 from llama_eval.execution import Check, Limits
@@ -78,18 +79,21 @@ def attacks(config: dict) -> dict[str, tuple[str, float]]:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    modes = tuple(config["modes"])
     for name, (program, timeout) in attacks(config).items():
         for audit_hook in (True, False):
             result, _ = execution.run_sandboxed(Check(program), timeout, Limits(), allow_unsandboxed=False,
-                                                audit_guard=audit_hook)
+                                                audit_guard=audit_hook, modes=modes)
             print(json.dumps({"attack": name, "audit_hook": audit_hook, "status": result.status, "detail": result.detail}),
                   flush=True)
-    isolation = execution.probe_isolation(allow_unsandboxed=False)
+    _, isolation = execution.run_sandboxed(Check("pass\n"), 30, Limits(), allow_unsandboxed=False, modes=modes)
     print(json.dumps({"isolation": {"mode": isolation.mode, "uid": isolation.uid, "seccomp": isolation.seccomp,
                                     "read_only": isolation.read_only_mounts, "notes": list(isolation.notes)}}))
     # Under load, the canonical kind of work: 20 programs at once.
-    checks = [Check("def f(x):\n    return x * 2\n", test="assert f(21) == 42\n", names=("f",))] * 20
-    print(json.dumps({"load": [r.status for r in execution.check_many(checks, timeout=30, workers=20)]}))
+    check = Check("def f(x):\n    return x * 2\n", test="assert f(21) == 42\n", names=("f",))
+    with ThreadPoolExecutor(20) as pool:
+        runs = pool.map(lambda _: execution.run_sandboxed(check, 30, Limits(), False, modes=modes)[0].status, range(20))
+        print(json.dumps({"load": list(runs)}))
 
 
 if __name__ == "__main__":

@@ -365,6 +365,9 @@ def test_isolation_layers_match_what_the_kernel_allows(isolation):
         "thread.join()\n"
     )
     assert run_without_guard(inside) == ExecResult("passed", "")
+    if os.geteuid() == 0:  # the mode of machines where user namespaces are disabled
+        result, root_mode = execution.run_sandboxed(Check(inside), 5, Limits(), False, audit_guard=False, modes=("root",))
+        assert result == ExecResult("passed", "") and (root_mode.mode, root_mode.uid) == ("root", NOBODY)
 
 
 # ---------------------------------------------------------------------------------------
@@ -472,12 +475,12 @@ DEEP = ("import os\n"
 def test_a_deep_folder_is_removed_in_every_mode():
     assert run_without_guard(DEEP, timeout=20) == ExecResult("passed", "")
     result, isolation = execution.run_sandboxed(Check(DEEP), 20, Limits(), allow_unsandboxed=True, audit_guard=False,
-                                                namespaces=False)
+                                                modes=())
     assert result == ExecResult("passed", "") and isolation.mode == "none"  # written to disk, then removed
 
 
 def test_without_namespaces_code_runs_only_when_allowed(monkeypatch):
-    result, isolation = execution.run_sandboxed(Check("pass\n"), 5, Limits(), allow_unsandboxed=False, namespaces=False)
+    result, isolation = execution.run_sandboxed(Check("pass\n"), 5, Limits(), allow_unsandboxed=False, modes=())
     assert result.status == "crashed" and "--allow-unsandboxed" in result.detail
     assert isolation.mode == "none" and not isolation.namespaces
     assert isolation.describe().startswith("sandbox: NO kernel isolation")

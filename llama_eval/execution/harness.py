@@ -193,12 +193,13 @@ def iter_checks(programs: Sequence[str | Check], timeout: float, workers: int | 
         yield from pool.map(lambda p: check_program(p, timeout, limits, allow_unsandboxed), programs)
 
 
-def run_sandboxed(check: Check, timeout: float, limits: Limits, allow_unsandboxed: bool,
-                  audit_guard: bool = True, namespaces: bool = True) -> tuple[ExecResult, Isolation | None]:
+def run_sandboxed(check: Check, timeout: float, limits: Limits, allow_unsandboxed: bool, audit_guard: bool = True,
+                  modes: tuple[str, ...] = ("user", "root")) -> tuple[ExecResult, Isolation | None]:
     """Run one sample; the Isolation is None when it ended before its setup finished.
 
     audit_guard=False leaves out the audit hook, so tests can check the kernel layers alone;
-    namespaces=False makes no namespace, as on a machine that allows none (tests of that mode).
+    `modes` are the namespace modes the launcher tries, in order ("none" when all fail), so tests
+    can run the modes of machines that allow fewer (("root",): no user namespace; (): none).
     """
     if not sys.platform.startswith("linux"):
         raise UserError(f"running model-written code needs Linux (its sandbox uses Linux process controls); "
@@ -206,14 +207,14 @@ def run_sandboxed(check: Check, timeout: float, limits: Limits, allow_unsandboxe
     if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
         raise UserError(f"execution timeout must be a positive, finite number of seconds, got {timeout!r}")
     try:
-        return _run(check, timeout, limits, allow_unsandboxed, audit_guard, namespaces)
+        return _run(check, timeout, limits, allow_unsandboxed, audit_guard, modes)
     except Exception as error:  # this sample's failure, never the run's (e.g. ENOSPC, a folder we cannot remove)
         log.warning("sandbox harness failed on one sample: %s", error)
         return ExecResult("crashed", _short(f"harness: {type(error).__name__}: {error}")), None
 
 
 def _run(check: Check, timeout: float, limits: Limits, allow_unsandboxed: bool, audit_guard: bool,
-         namespaces: bool) -> tuple[ExecResult, Isolation | None]:
+         modes: tuple[str, ...]) -> tuple[ExecResult, Isolation | None]:
     try:
         candidate = check.candidate.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -232,7 +233,7 @@ def _run(check: Check, timeout: float, limits: Limits, allow_unsandboxed: bool, 
         if os.geteuid() == 0:
             os.chown(work, uid, gid)
         config = _config(root, work, timeout, limits, allow_unsandboxed, audit_guard, uid, gid)
-        config["namespaces"] = namespaces
+        config["modes"] = list(modes)
         return _launch(config, work, timeout, limits)
     finally:
         remove_tree(root)

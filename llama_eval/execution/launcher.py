@@ -112,22 +112,19 @@ def write_maps(pid, config):
 
 
 def unshare(libc, config, notes):
-    """'user' (a new user namespace with the others), 'root' (root's namespaces, no user
-    namespace) or 'none', trying in that order."""
-    if not config["namespaces"]:
-        notes.append("namespaces were not asked for")
-        return "none"
-    try:
-        confine.call(libc, "unshare", confine.CLONE_NEWUSER | confine.NAMESPACES)
-        return "user"
-    except OSError as error:
-        notes.append("no user namespace: %s" % error.strerror)
-    if os.geteuid() == 0:
+    """The first of config["modes"] whose namespaces this process can make: 'user' (a new user
+    namespace with the others) or 'root' (the others only, as root); else 'none'."""
+    for mode in config["modes"]:
+        if mode == "root" and os.geteuid() != 0:
+            continue
+        flags = confine.NAMESPACES | (confine.CLONE_NEWUSER if mode == "user" else 0)
         try:
-            confine.call(libc, "unshare", confine.NAMESPACES)
-            return "root"
+            confine.call(libc, "unshare", flags)
+            return mode
         except OSError as error:
-            notes.append("no namespaces as root: %s" % error.strerror)
+            notes.append("no %s namespaces: %s" % ("user" if mode == "user" else "root's", error.strerror))
+    if not config["modes"]:
+        notes.append("namespaces were not asked for")
     return "none"
 
 
@@ -176,17 +173,14 @@ def candidate_main(config, fds, libc, source, mode, read_only, notes):
             # group is what lets it kill everything the program started.
             os.setsid()
         confine.set_limits(config["limits"], with_processes=mode != "none" or os.geteuid() == 0)
-        if mode in ("root", "none") and os.geteuid() == 0:
+        if mode != "none" or os.geteuid() == 0:
+            confine.drop_bounding_set(libc)  # first: it needs CAP_SETPCAP, which the uid change clears
+        if os.geteuid() == 0:  # root (outside, or inside a user namespace that maps the sandbox id too)
             drop_to(config, mode, notes)
-        elif mode == "user":
-            confine.drop_bounding_set(libc)  # first: it needs CAP_SETPCAP
-            if os.geteuid() == 0:  # root outside: the sandbox uid is mapped, become it
-                os.setgroups([])
-                os.setresgid(*[config["sandbox_gid"]] * 3)
-                os.setresuid(*[config["sandbox_uid"]] * 3)
-            confine.drop_capabilities(libc)
-        else:
+        elif mode == "none":
             notes.append("no namespaces and not root: the program keeps uid %d" % os.getuid())
+        if mode == "user":
+            confine.drop_capabilities(libc)  # an unprivileged user's namespace: we kept its capabilities
         confine.prctl(libc, confine.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         confine.die_with_parent(libc, parent)  # after the uid change, which clears it
         seccomp = mode != "none" and confine.install_seccomp(libc, notes)
@@ -221,7 +215,7 @@ def candidate_main(config, fds, libc, source, mode, read_only, notes):
 
 
 def drop_to(config, mode, notes):
-    """As root without a user namespace: become the sandbox user when it can reach the interpreter."""
+    """As root: become the sandbox user (without namespaces, only if it can reach the interpreter)."""
     unreachable = [path for path in config["expose"] if confine.first_unreachable(path) is not None]
     if mode == "none" and unreachable:
         notes.append("kept uid 0: %s is not reachable by uid %d" % (unreachable[0], config["sandbox_uid"]))
