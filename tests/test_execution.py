@@ -150,7 +150,7 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "CPU burn" else n for n in HOSTILE])
 def test_hostile_program_ends_as_a_result(name):
     program, timeout, limits, status, detail = HOSTILE[name]
     result, seconds = timed(check_program, program, timeout=timeout, limits=limits)
@@ -472,6 +472,7 @@ DEEP = ("import os\n"
         "open('f', 'w').write('x')\n")
 
 
+@pytest.mark.slow
 def test_a_deep_folder_is_removed_in_every_mode():
     assert run_without_guard(DEEP, timeout=20) == ExecResult("passed", "")
     result, isolation = execution.run_sandboxed(Check(DEEP), 20, Limits(), allow_unsandboxed=True, audit_guard=False,
