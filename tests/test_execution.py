@@ -632,3 +632,22 @@ def test_bad_inputs_to_execute_are_user_errors(tmp_path):
     broken = write_jsonl(tmp_path / "problems.jsonl", [{"task_id": "Toy/0", "prompt": "def f():\n"}])
     with pytest.raises(UserError, match="problems.jsonl, line 1: field 'entry_point' is missing"):
         humaneval.load_problems(broken)
+
+
+def test_execute_prints_the_isolation_and_refuses_without_any(tmp_path, capsys, monkeypatch):
+    from llama_eval.cli import main
+
+    problems = write_jsonl(tmp_path / "problems.jsonl", TOY_PROBLEMS)
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"task_id": "Toy/0", "completion": "    return a + b\n"}])
+    command = ["execute", "--samples", str(samples), "--output", str(tmp_path / "out.jsonl"), "--problems", str(problems),
+               "--k", "1", "--allow-code-execution"]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("sandbox: ") and len(err.splitlines()) == 1
+    _, nothing = execution.run_sandboxed(Check("pass\n"), 5, Limits(), allow_unsandboxed=True, modes=())
+    monkeypatch.setattr(execution.harness, "probe_isolation", lambda **kwargs: nothing)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--allow-unsandboxed" in err
+    assert main(command + ["--allow-unsandboxed"]) == 0
+    assert capsys.readouterr().err.startswith("sandbox: NO kernel isolation")

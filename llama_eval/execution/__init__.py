@@ -16,6 +16,8 @@ checker. C runs the candidate's code and then answers K's calls: K runs the benc
 code with the candidate's functions bound to proxies, arguments and return values crossing as
 exact builtin values (channel.py), so an object whose __eq__ always agrees cannot cross, and
 neither the test's code nor the verdict is in any memory C can read or any process C can name.
+K itself runs the benchmark's own (trusted) code as the harness's user,
+with the resource limits below and no new privileges; what it takes from C is plain data only.
 The sample passes iff K's test code raises nothing (a plain program, `Check(program)` with no
 test, passes iff it ran to its end; a program holding its own asserts can fake that, which is
 why graders pass a test). L keeps a wall-clock alarm, kills what is left and reports.
@@ -44,7 +46,9 @@ in one line; `llama-eval run`, `demo` and `execute` print it):
 
 In every mode C has: RLIMIT_CPU (SIGXCPU, SIGKILL a second later), RLIMIT_AS = memory budget /
 max_processes (so all of the sample's processes together stay within `Limits.memory_bytes`),
-RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = RLIMIT_MEMLOCK = RLIMIT_MSGQUEUE = 0,
+RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = RLIMIT_MEMLOCK = RLIMIT_MSGQUEUE = 0 (the files a
+sample writes to its tmpfs folders use the machine's memory outside that budget: at most
+4 x `Limits.disk_bytes`, for its folder, /tmp, /var/tmp and /dev/shm),
 PR_SET_NO_NEW_PRIVS, a parent-death signal (S, C and K die with their parent; L dies with the
 harness), stdin from /dev/null and no inherited descriptors but its own. In "user" and "root"
 modes on x86_64, a seccomp filter answers EPERM to socket (every family), ptrace, bpf, keyctl,

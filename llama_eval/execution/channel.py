@@ -14,6 +14,7 @@ import os
 
 MESSAGE_BYTES = 16 << 20  # the largest message either side of the channel accepts
 DEPTH = 100  # the deepest nesting of containers a value may have on the channel
+DETAIL = 1000  # characters of a failure's message kept in the verdict (it must fit a pipe's buffer)
 DICTS = (collections.Counter, collections.OrderedDict, collections.defaultdict)
 
 class Ref:
@@ -217,12 +218,12 @@ def check(channel, trusted):
         namespace.update(channel.bind(trusted["names"]))
         exec(compile(trusted["test"], "test.py", "exec"), namespace)
     except CandidateGone as error:
-        return {"passed": False, "detail": str(error), "reached": True, "gone": True}
+        return {"passed": False, "detail": str(error)[:DETAIL], "reached": True, "gone": True}
     except CandidateRaised as error:
-        return {"passed": False, "detail": str(error), "reached": True}
+        return {"passed": False, "detail": str(error)[:DETAIL], "reached": True}
     except BaseException as error:  # the test's own verdict: an assertion, or anything else
         detail = "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
-        return {"passed": False, "detail": detail, "reached": True}
+        return {"passed": False, "detail": detail[:DETAIL], "reached": True}
     return {"passed": True, "detail": "", "reached": True}
 
 

@@ -245,10 +245,12 @@ def set_limits(limits, with_processes):
 
 
 def keep_only(fds):
-    """Close every descriptor but 0, 1, 2 and fds (so nothing of the harness leaks in)."""
+    """Close every descriptor but 0, 1, 2 and fds (so nothing of the harness leaks in). The upper
+    bound is not RLIMIT_NOFILE, which may already be lowered below descriptors we hold."""
     keep = sorted(set(fds) | {0, 1, 2})
-    for low, high in zip(keep, keep[1:] + [max(keep) + 1 << 20]):
-        os.closerange(low + 1, min(high, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    for low, high in zip(keep, keep[1:] + [1 << 30]):
+        if high > low + 1:
+            os.closerange(low + 1, high)
 
 
 def die_with_parent(libc, parent):
