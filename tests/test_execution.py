@@ -530,6 +530,7 @@ def test_humaneval_cheats_fail_every_problem(humaneval_problems, body):
     checks = [humaneval.humaneval_check(p, body) for p in humaneval_problems.values()]
     results = check_many(checks, timeout=20, workers=2)
     assert [task for task, r in zip(humaneval_problems, results) if r.status == "passed"] == []
+    assert not [r for r in results if "Error: " in r.detail and "SyntaxError" in r.detail]  # each cheat really ran
 
 
 def test_a_few_humaneval_problems_pass_and_resist_cheats(humaneval_problems):
