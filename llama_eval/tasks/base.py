@@ -69,7 +69,7 @@ class Task:
     headline_metric: ClassVar[str] = "acc"  # the metric the paper prints
     hf_dataset: ClassVar[tuple[str, str | None, str]] = ("", None, "")  # (path, config, split)
     few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
-    needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
+    needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution/)
     fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
 
     # -- data -------------------------------------------------------------------------
