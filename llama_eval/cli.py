@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
     p.add_argument("--option", dest="options", action="append", default=[], help="task option name=value (repeatable)")
     p.add_argument("--allow-code-execution", action="store_true", help="let HumanEval run model-written code in the sandbox")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="run that code even where the sandbox has no kernel isolation (limits only)")
     p.add_argument("--include", action="append", default=[], help="a Python file defining extra tasks (repeatable)")
     p.add_argument("--cache", default=DEFAULTS["cache"], help="request cache file (default: <output>/cache.sqlite)")
     p.add_argument("--no-cache", dest="use_cache", action="store_false")
@@ -130,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_ints, default=(1, 10, 100))
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     p.add_argument("--allow-code-execution", action="store_true")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="run that code even where the sandbox has no kernel isolation (limits only)")
 
     p = sub.add_parser("compare", parents=[common], help="what changed between runs, and is it significant")
     p.add_argument("runs", nargs="+", type=Path, help="run folders or CSV files")
@@ -307,18 +311,19 @@ def cmd_convert(args) -> int:
 
 def cmd_execute(args) -> int:
     from . import execution
+    from .tasks import humaneval
 
     execution.require_permission(args.allow_code_execution)
     _distinct_output(args.output, args.samples, "--samples")
     if not (0 < args.timeout < float("inf")):
         raise UserError(f"--timeout {args.timeout}: must be a finite number of seconds above 0")
-    for note in execution.probe_isolation().notes:
-        print(f"sandbox: {note}", file=sys.stderr)
     problems_path = args.problems or (Path(args.data_dir) / "humaneval" / "HumanEval.jsonl.gz" if args.data_dir else None)
     if problems_path is None:
         raise UserError("execute needs the problems: pass --problems HumanEval.jsonl.gz or --data-dir DIR")
-    problems = execution.load_humaneval_problems(problems_path)
-    summary = execution.execute_samples(args.samples, problems, args.output, ks=args.k, timeout=args.timeout)
+    problems = humaneval.load_problems(problems_path)
+    print(execution.require_isolation(args.allow_unsandboxed).describe(), file=sys.stderr)
+    summary = humaneval.execute_samples(args.samples, problems, args.output, ks=args.k, timeout=args.timeout,
+                                        allow_unsandboxed=args.allow_unsandboxed)
     print(json.dumps(summary))
     return 0
 

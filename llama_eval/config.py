@@ -55,6 +55,7 @@ class RunConfig:
     temperature: float | None = results(None)  # override a generation task's sampling temperature
     options: tuple[str, ...] = results(())  # task options "name=value" (see `llama-eval tasks NAME`)
     allow_code_execution: bool = results(False)
+    allow_unsandboxed: bool = how(False)  # run that code even where the sandbox has no kernel isolation
     include: tuple[str, ...] = results(())  # extra task files
     cache: str | None = how(None)  # request cache file; None: <output>/cache.sqlite
     use_cache: bool = how(True)

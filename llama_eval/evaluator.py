@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ class RunOutcome:
 def settings_of(config: RunConfig) -> Settings:
     """What the tasks may read of `config` (option names and values are checked in `plan`)."""
     options = tuple(parse_assignments(config.options).items())
-    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution)
+    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution,
+                    config.allow_unsandboxed)
 
 
 def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
@@ -66,6 +68,10 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     data_dir = Path(config.data_dir) if config.data_dir else None
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
+    if any(registry.get_task(name).needs_code_execution for name in config.tasks) and config.allow_code_execution:
+        from . import execution  # say how the model's code will be confined, or refuse (one line)
+
+        print(execution.require_isolation(config.allow_unsandboxed).describe(), file=sys.stderr)
     runs = []
     per_task = dict(config.task_shots)
     if unknown := set(per_task) - set(config.tasks):
@@ -75,7 +81,7 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
     for name, task in zip(config.tasks, tasks):
         if task.needs_code_execution and not config.allow_code_execution:
             raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
-                            "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
+                            "to allow that (it runs in a sandbox, see execution/__init__.py), or leave the task out")
         docs = task.load(data_dir)
         source = dataclasses.replace(task.source(data_dir), documents=len(docs))
         if config.limit is not None:

@@ -1,12 +1,16 @@
-"""The sandbox for model-written code: real HumanEval, hostile programs, `execute` end to end.
+"""The sandbox for model-written code: ordinary outcomes, hostile programs, verdicts that cannot
+be forged, samples that break the harness, real HumanEval, `execute` end to end.
 
 Hostile programs run twice where it matters: through `check_program` (all layers) and with the
-audit hook left out (`_run_sandboxed(..., audit_guard=False)`), which shows that the kernel
-layers (uid, namespaces, rlimits) hold on their own wherever this machine provides them.
+audit hook left out (`run_sandboxed(..., audit_guard=False)`), which shows that the kernel
+layers (namespaces, uid, seccomp, rlimits) hold on their own wherever this machine provides
+them. test_sandbox_modes.py runs a battery of attacks as root, as root without CAP_SYS_ADMIN
+and as an unprivileged user; test_sandbox_parts.py tests the helpers.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import itertools
 import json
@@ -24,7 +28,8 @@ import pytest
 
 from llama_eval import execution
 from llama_eval.errors import UserError
-from llama_eval.execution import ExecResult, Limits, check_many, check_program
+from llama_eval.execution import Check, ExecResult, Limits, check_many, check_program
+from llama_eval.tasks import humaneval
 
 NOBODY = 65534
 
@@ -46,12 +51,13 @@ def kernel_namespaces_work() -> bool:
     """Independent of our code: can util-linux's unshare make the same namespaces here?"""
     if shutil.which("unshare") is None:
         return False
-    command = ["unshare", "--net", "--mount", "--pid", "--fork", "true"]
+    command = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--ipc", "--fork", "true"]
     return subprocess.run(command, capture_output=True).returncode == 0
 
 
-def run_without_guard(program: str, timeout: float = 3.0, limits: Limits | None = None) -> ExecResult:
-    result, _ = execution._run_sandboxed(program, timeout, limits or Limits(), audit_guard=False)
+def run_without_guard(program: str | Check, timeout: float = 3.0, limits: Limits | None = None) -> ExecResult:
+    check = program if isinstance(program, Check) else Check(program)
+    result, _ = execution.run_sandboxed(check, timeout, limits or Limits(), allow_unsandboxed=False, audit_guard=False)
     return result
 
 
@@ -112,12 +118,12 @@ def test_limits_and_permission_are_validated():
 HOSTILE = {
     "infinite loop": ("while True:\n    pass\n", 2.0, Limits(), "timeout", "still running"),
     "sleep forever": ("import time\ntime.sleep(60)\n", 2.0, Limits(), "timeout", "still running"),
-    "CPU burn": ("while True:\n    pass\n", 6.0, Limits(cpu_seconds=1), "crashed", "SIGXCPU"),
+    "CPU burn": ("while True:\n    pass\n", 15.0, Limits(cpu_seconds=1), "crashed", "SIGXCPU"),
     "fork bomb": ("import os\nwhile True:\n    os.fork()\n", 3.0, Limits(), "failed", "os.fork"),
     "memory bomb": (
         "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 24))\n",
         5.0,
-        Limits(memory_bytes=256 << 20),
+        Limits(memory_bytes=1 << 30),
         "failed",
         "MemoryError",
     ),
@@ -144,7 +150,7 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "CPU burn" else n for n in HOSTILE])
 def test_hostile_program_ends_as_a_result(name):
     program, timeout, limits, status, detail = HOSTILE[name]
     result, seconds = timed(check_program, program, timeout=timeout, limits=limits)
@@ -154,11 +160,14 @@ def test_hostile_program_ends_as_a_result(name):
 
 
 def test_killing_the_harness_fails_and_the_harness_lives(isolation):
-    program = f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)\nassert False\n"
-    assert check_program(program).status == "failed"  # and this test is still running
-    # Without the hook, only another uid or a PID namespace protects us (else we would die).
-    if isolation.namespaces or isolation.uid != os.geteuid():
-        assert run_without_guard(program).status == "failed"
+    signals = [f"os.kill({os.getpid()}, signal.SIGKILL)", "os.killpg(os.getpgid(0), signal.SIGKILL)",
+               f"signal.pidfd_send_signal(os.pidfd_open({os.getpid()}), signal.SIGKILL)", "os.kill(-1, signal.SIGKILL)"]
+    for line in signals:
+        program = f"import os, signal\n{line}\nassert False\n"
+        assert check_program(program).status == "failed"  # and this test is still running
+        # Without the hook, only another uid or a PID namespace protects us (else we would die).
+        if isolation.namespaces or isolation.uid != os.geteuid():
+            assert run_without_guard(program).status == "failed", line
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,6 +200,7 @@ def file_attacks(folder: Path) -> dict[str, str]:
 
 def assert_attacks_fail(run, folder: Path) -> None:
     (folder / "sentinel.txt").write_text("precious")
+    (folder / "sentinel.txt").chmod(0o666)
     (folder / "sub").mkdir()
     (folder / "sub" / "other.txt").write_text("also precious")
     before = snapshot(folder)
@@ -201,38 +211,37 @@ def assert_attacks_fail(run, folder: Path) -> None:
         assert snapshot(folder) == before, name
 
 
-def test_files_outside_the_folder_stay_unchanged(tmp_path):
+@pytest.fixture
+def open_folder():
+    """A world-writable folder beside the checkout: outside every folder the sandbox hides, so
+    only read-only mounts (or the audit hook) protect it."""
+    folder = Path(__file__).resolve().parents[1] / f".sandbox-target-{uuid.uuid4().hex}"
+    folder.mkdir()
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_files_outside_the_folder_stay_unchanged(tmp_path, open_folder):
     assert_attacks_fail(check_program, tmp_path)
+    assert_attacks_fail(check_program, open_folder)
 
 
-def test_files_outside_stay_unchanged_without_the_audit_hook(tmp_path, isolation):
-    if isolation.uid == 0 and not isolation.read_only_mounts:
-        pytest.skip(f"no kernel file protection on this machine: {isolation.notes}")
+def test_files_outside_stay_unchanged_without_the_audit_hook(tmp_path, open_folder, isolation):
+    if not isolation.read_only_mounts:
+        pytest.skip(f"no read-only mounts on this machine: {isolation.notes}")
     assert_attacks_fail(run_without_guard, tmp_path)
+    assert_attacks_fail(run_without_guard, open_folder)
 
 
 def test_no_new_files_in_shared_temporary_folders(isolation):
     targets = [Path(tempfile.gettempdir()) / f"llama-eval-escape-{uuid.uuid4().hex}", Path("/dev/shm") / f"escape-{uuid.uuid4().hex}"]
-    runs = [check_program] + ([run_without_guard] if isolation.read_only_mounts else [])
+    runs = [check_program] + ([run_without_guard] if isolation.namespaces else [])
     for run in runs:
         for target in targets:
-            assert run(f"open({str(target)!r}, 'w').write('x')\n").status == "failed"
+            # Inside, /tmp and /dev/shm are fresh tmpfs: the write may work there, never here.
+            run(f"open({str(target)!r}, 'w').write('x')\n")
             assert not target.exists()
-
-
-def test_cleanup_reopens_locked_folders_but_never_follows_links(tmp_path):
-    """Without root, a program's chmod 000 would make its folder undeletable."""
-    outside = tmp_path / "outside"
-    outside.mkdir(mode=0o555)
-    work = tmp_path / "work"
-    (work / "locked" / "deeper").mkdir(parents=True)
-    (work / "locked" / "deeper").chmod(0o000)
-    (work / "locked").chmod(0o000)
-    (work / "link").symlink_to(outside)
-    execution._make_removable(work)
-    assert (work / "locked").stat().st_mode & 0o777 == 0o700
-    assert (work / "locked" / "deeper").stat().st_mode & 0o777 == 0o700
-    assert outside.stat().st_mode & 0o777 == 0o555
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,31 +269,50 @@ def test_no_connection_without_the_audit_hook(isolation):
     assert_cannot_connect(run_without_guard)
 
 
-def nobody_processes() -> int:
+def test_no_connection_to_a_world_writable_unix_socket(open_folder, isolation):
+    if not isolation.seccomp:
+        pytest.skip(f"no seccomp filter here: {isolation.notes}")
+    path = open_folder / "host.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        path.chmod(0o777)
+        listener.listen()
+        program = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(path)!r})\n"
+        assert run_without_guard(program).detail == "PermissionError: [Errno 1] Operation not permitted"
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+def sandbox_processes(uid: int | None = None) -> int:
+    """Processes of this checkout's sandbox (their command line names its launcher), of `uid` if given."""
     count = 0
+    launcher = str(execution.harness.LAUNCHER).encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue  # it ended while we looked
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        count += uid_line.split()[1] == str(NOBODY)
+        count += launcher in cmdline and (uid is None or uid_line.split()[1] == str(uid))
     return count
 
 
 def test_fork_bomb_is_bounded_by_the_process_limit(isolation):
-    """Without the audit hook, only RLIMIT_NPROC holds the bomb: it applies to `nobody`, not root."""
+    """Without the audit hook, only RLIMIT_NPROC holds the bomb (counted in the sample's own user
+    namespace; for `nobody` on the whole machine where there is none)."""
     if isolation.uid != NOBODY:
         pytest.skip(f"programs do not run as nobody here: {isolation.notes}")
-    baseline = nobody_processes()
+    baseline = sandbox_processes()
     counts = []
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
-            counts.append(nobody_processes())
+            counts.append(sandbox_processes(NOBODY))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)
@@ -297,58 +325,222 @@ def test_fork_bomb_is_bounded_by_the_process_limit(isolation):
         watcher.join()
     assert result.status == "timeout"
     assert seconds < 3.5
-    assert 2 <= max(counts) - baseline <= 16
+    assert 2 <= max(counts) <= 16
     if not isolation.namespaces:  # killed processes wait for the machine's init to reap them
         deadline = time.monotonic() + 2
-        while nobody_processes() > baseline and time.monotonic() < deadline:
+        while sandbox_processes() > baseline and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert nobody_processes() == baseline  # nothing of the bomb survives, not even a zombie
+    assert sandbox_processes() == baseline  # nothing of the bomb survives, not even a zombie
 
 
 def test_isolation_layers_match_what_the_kernel_allows(isolation):
     if not kernel_namespaces_work():
-        pytest.skip("util-linux unshare cannot make namespaces here")
-    assert isolation.namespaces and isolation.read_only_mounts
-    assert isolation.notes == ()
-    if os.geteuid() == 0:
-        assert isolation.uid == NOBODY
+        pytest.skip("util-linux unshare cannot make the same namespaces here")
+    assert (isolation.mode, isolation.namespaces, isolation.read_only_mounts, isolation.seccomp) == ("user", True, True, True)
+    assert isolation.uid == (NOBODY if os.geteuid() == 0 else os.geteuid())
+    assert isolation.describe().startswith("sandbox: user namespace, mount+PID+network+IPC namespaces")
     # Seen from inside, without the audit hook.
     inside = (
-        "import errno, os\n"
-        "assert os.getpid() == 1\n"
+        "import errno, os, threading\n"
+        "assert os.getpid() == 1 and os.getuid() == 65534\n"
         "interfaces = [line.split(':')[0].strip() for line in open('/proc/self/net/dev').read().splitlines()[2:]]\n"
         "assert interfaces == ['lo'], interfaces\n"
         "assert [name for name in os.listdir('/proc') if name.isdigit()] == ['1']\n"
-        f"assert os.getuid() == {isolation.uid}\n"
-        "assert 'NoNewPrivs:\\t1' in open('/proc/self/status').read()\n"
-        "try:\n"
-        "    open('/var/tmp/llama-eval-probe', 'w')\n"
-        "except OSError as error:\n"
-        "    assert error.errno == errno.EROFS, error\n"
-        "else:\n"
-        "    raise AssertionError('wrote outside the sandbox')\n"
+        "status = open('/proc/self/status').read()\n"
+        "assert 'NoNewPrivs:\\t1' in status and 'Seccomp:\\t2' in status, status\n"
+        "assert 'CapEff:\\t0000000000000000' in status and 'CapBnd:\\t0000000000000000' in status, status\n"
+        "assert os.listdir('/home') == [] and os.listdir('/run') == []\n"
+        "assert os.listdir('/dev/shm') == [] and os.listdir('/var/tmp') == []\n"
+        "for path in ('/usr/llama-eval-probe', '/etc/llama-eval-probe', '/root/probe'):\n"
+        "    try:\n"
+        "        open(path, 'w')\n"
+        "    except OSError as error:\n"
+        "        assert error.errno == errno.EROFS, error\n"
+        "    else:\n"
+        "        raise AssertionError('wrote outside the sandbox')\n"
         "open('inside.txt', 'w').write('the working folder is writable')\n"
+        "open('/tmp/x', 'w').write('so is a fresh /tmp')\n"
+        "thread = threading.Thread(target=print)\n"
+        "thread.start()\n"
+        "thread.join()\n"
     )
     assert run_without_guard(inside) == ExecResult("passed", "")
+    if os.geteuid() == 0:  # the mode of machines where user namespaces are disabled
+        result, root_mode = execution.run_sandboxed(Check(inside), 5, Limits(), False, audit_guard=False, modes=("root",))
+        assert result == ExecResult("passed", "") and (root_mode.mode, root_mode.uid) == ("root", NOBODY)
+
+
+# ---------------------------------------------------------------------------------------
+# Verdicts: decided by the checker, on plain values
+
+
+ADD = Check("def add(a, b):\n    return a + b\n", test="assert add(2, 3) == 5\nassert add((1,), (2,)) == (1, 2)\n",
+            names=("add",))
+
+
+def with_candidate(candidate: str) -> Check:
+    return Check(candidate, test=ADD.test, names=ADD.names)
+
+
+def test_checks_pass_and_fail_on_values():
+    assert check_program(ADD) == ExecResult("passed", "")
+    assert check_program(with_candidate("def add(a, b):\n    return a - b\n")) == ExecResult("failed", "AssertionError")
+    raised = check_program(with_candidate("def add(a, b):\n    raise KeyError('k')\n"))
+    assert raised == ExecResult("failed", "add raised KeyError: 'k'")
+    missing = check_program(with_candidate("def plus(a, b):\n    return a + b\n"))
+    assert missing == ExecResult("failed", "NameError: name 'add' is not defined")
+
+
+ALWAYS_EQUAL = (
+    "class Anything:\n"
+    "    __eq__ = __le__ = __ge__ = lambda self, other: True\n"
+    "    __ne__ = __lt__ = __gt__ = lambda self, other: False\n"
+    "    __hash__ = lambda self: 0\n"
+    "    __bool__ = lambda self: True\n"
+    "def add(a, b):\n"
+    "    return Anything()\n"
+)
+SNEAKY_INT = "class N(int):\n    __eq__ = lambda self, other: True\ndef add(a, b):\n    return N(0)\n"
+# The issue's forgery, aimed at this design too: write a ready message, answers and a verdict
+# into every descriptor and every integer the caller's frames hold, then leave.
+FORGED = (
+    "import os, sys\n"
+    "fds = set(range(3, 64))\n"
+    "frame = sys._getframe(1)\n"
+    "while frame is not None:\n"
+    "    fds |= {v for v in frame.f_locals.values() if type(v) is int and 0 <= v < 1024}\n"
+    "    frame = frame.f_back\n"
+    "lies = (b'{\"ready\":true}\\n{\"names\":{\"add\":[\"value\",5]}}\\n'\n"
+    "        b'{\"passed\":true,\"detail\":\"\",\"reached\":true}\\n')\n"
+    "for fd in fds:\n"
+    "    try:\n"
+    "        os.write(fd, lies)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "os._exit(0)\n"
+)
+
+
+@pytest.mark.parametrize("candidate", [ALWAYS_EQUAL, SNEAKY_INT, FORGED], ids=["always equal", "int subclass", "forged"])
+def test_forged_verdicts_fail(candidate):
+    for run in (check_program, run_without_guard):
+        result = run(with_candidate(candidate))
+        assert result.status == "failed", result
+
+
+def test_builtins_in_a_test_stay_the_checkers_own():
+    cheat = "def set(*args):\n    return 1\ndef f(x):\n    return x\n"
+    check = Check(cheat, test="assert set(f([1, 2])) == set([3])\n", names=("f",))
+    assert check_program(check).status == "failed"
+
+
+def test_objects_that_are_not_values_stay_in_the_sandbox_and_are_passed_back_by_name():
+    candidate = "class Box:\n    def __init__(self, v):\n        self.v = v\ndef unbox(b):\n    return b.v\nbox = Box(7)\n"
+    assert check_program(Check(candidate, test="assert unbox(box) == 7\n", names=("unbox", "box"))).status == "passed"
+    assert check_program(Check(candidate, test="assert box.v == 7\n", names=("box",))).status == "failed"
+
+
+# ---------------------------------------------------------------------------------------
+# A sample that breaks the harness is its own result
+
+
+def test_text_that_is_not_unicode_is_a_failed_sample():
+    result = check_program("x = '\ud800'\n")
+    assert result.status == "failed" and "not valid Unicode" in result.detail
+    assert check_program(Check("def f():\n    return 1\n", test="assert f() == '\ud800'\n", names=("f",))).status == "failed"
+
+
+def test_harness_errors_become_crashed_results(monkeypatch):
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    assert check_many(["pass\n", "pass\n"], workers=2) == [
+        ExecResult("crashed", "harness: OSError: [Errno 28] No space left on device")] * 2
+
+
+def test_a_missing_temporary_folder_is_a_crashed_result(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    result = check_program("pass\n")
+    assert result.status == "crashed" and "FileNotFoundError" in result.detail
+
+
+DEEP = ("import os\n"
+        "for _ in range(1500):\n"
+        "    os.mkdir('d')\n"
+        "    os.chdir('d')\n"
+        "open('f', 'w').write('x')\n")
+
+
+@pytest.mark.slow
+def test_a_deep_folder_is_removed_in_every_mode():
+    assert run_without_guard(DEEP, timeout=20) == ExecResult("passed", "")
+    result, isolation = execution.run_sandboxed(Check(DEEP), 20, Limits(), allow_unsandboxed=True, audit_guard=False,
+                                                modes=())
+    assert result == ExecResult("passed", "") and isolation.mode == "none"  # written to disk, then removed
+
+
+def test_without_namespaces_code_runs_only_when_allowed(monkeypatch):
+    result, isolation = execution.run_sandboxed(Check("pass\n"), 5, Limits(), allow_unsandboxed=False, modes=())
+    assert result.status == "crashed" and "--allow-unsandboxed" in result.detail
+    assert isolation.mode == "none" and not isolation.namespaces
+    assert isolation.describe().startswith("sandbox: NO kernel isolation")
+    monkeypatch.setattr(execution.harness, "probe_isolation", lambda **kwargs: isolation)
+    with pytest.raises(UserError, match="no kernel isolation .* --allow-unsandboxed"):
+        execution.require_isolation(False)
+    assert execution.require_isolation(True) is isolation
 
 
 # ---------------------------------------------------------------------------------------
 # HumanEval
 
 
-def test_canonical_humaneval_solutions_pass(shared_data):
-    problems = execution.load_humaneval_problems(shared_data / "humaneval" / "HumanEval.jsonl.gz")
-    assert len(problems) == 164
-    programs = [execution.humaneval_program(p, p["canonical_solution"]) for p in problems.values()]
-    results = check_many(programs, timeout=10, workers=2)
-    assert {task: r for task, r in zip(problems, results) if r.status != "passed"} == {}
+@pytest.fixture(scope="module")
+def humaneval_problems() -> dict:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        pytest.skip("../shared/data is absent")
+    return humaneval.load_problems(path)
 
 
-def test_humaneval_with_the_body_removed_fails(shared_data):
-    problems = execution.load_humaneval_problems(shared_data / "humaneval" / "HumanEval.jsonl.gz")
-    programs = [execution.humaneval_program(p, "    pass\n") for p in problems.values()]
-    results = check_many(programs, timeout=10, workers=2)
-    assert [task for task, r in zip(problems, results) if r.status != "failed"] == []
+@pytest.mark.slow
+def test_canonical_humaneval_solutions_pass(humaneval_problems):
+    assert len(humaneval_problems) == 164
+    checks = [humaneval.humaneval_check(p, p["canonical_solution"]) for p in humaneval_problems.values()]
+    results = check_many(checks, timeout=20, workers=2)
+    assert {task: r for task, r in zip(humaneval_problems, results) if r.status != "passed"} == {}
+
+
+ALWAYS_EQUAL_BODY = (
+    "    class Anything:\n"
+    "        __eq__ = __le__ = __ge__ = lambda self, other: True\n"
+    "        __ne__ = __lt__ = __gt__ = lambda self, other: False\n"
+    "        __hash__ = lambda self: 0\n"
+    "        __bool__ = lambda self: True\n"
+    "        __float__ = lambda self: 0.0\n"
+    "        __abs__ = __sub__ = __rsub__ = lambda self, *other: 0\n"
+    "    return Anything()\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("body", ["    pass\n", ALWAYS_EQUAL_BODY, FORGED.replace("\n", "\n    ").replace("import", "    import", 1)],
+                         ids=["body removed", "always equal", "forged"])
+def test_humaneval_cheats_fail_every_problem(humaneval_problems, body):
+    checks = [humaneval.humaneval_check(p, body) for p in humaneval_problems.values()]
+    results = check_many(checks, timeout=20, workers=2)
+    assert [task for task, r in zip(humaneval_problems, results) if r.status == "passed"] == []
+    assert not [r for r in results if "Error: " in r.detail and "SyntaxError" in r.detail]  # each cheat really ran
+
+
+def test_a_few_humaneval_problems_pass_and_resist_cheats(humaneval_problems):
+    """The fast tier's sample of the slow tests above: problems whose tests use helper functions of
+    the prompt (32: poly, 38: encode_cyclic), floats (2) and tuples (8)."""
+    chosen = [humaneval_problems[f"HumanEval/{i}"] for i in (2, 8, 32, 38)]
+    checks = [humaneval.humaneval_check(p, p["canonical_solution"]) for p in chosen]
+    checks += [humaneval.humaneval_check(p, ALWAYS_EQUAL_BODY) for p in chosen]
+    statuses = [r.status for r in check_many(checks, timeout=20, workers=2)]
+    assert statuses == ["passed"] * 4 + ["failed"] * 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,10 +588,10 @@ def brute_force_pass_at_k(outcomes: list[bool], k: int) -> float:
 
 
 def test_execute_samples_writes_results_and_pass_at_k(tmp_path):
-    problems = execution.load_humaneval_problems(write_jsonl(tmp_path / "problems.jsonl.gz", TOY_PROBLEMS, compress=True))
+    problems = humaneval.load_problems(write_jsonl(tmp_path / "problems.jsonl.gz", TOY_PROBLEMS, compress=True))
     samples = write_jsonl(tmp_path / "samples.jsonl", [{"task_id": t, "completion": c} for t, c, _ in TOY_SAMPLES])
     output = tmp_path / "out" / "results.jsonl"
-    scores = execution.execute_samples(samples, problems, output, ks=(1, 2, 3, 4), timeout=5, workers=2)
+    scores = humaneval.execute_samples(samples, problems, output, ks=(1, 2, 3, 4), timeout=5, workers=2)
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["task_id"], r["completion"], r["status"]) for r in rows] == TOY_SAMPLES
     assert all(set(r) == {"task_id", "completion", "status", "detail"} for r in rows)
@@ -413,12 +605,12 @@ def test_execute_samples_writes_results_and_pass_at_k(tmp_path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("{not json", r"samples.jsonl:2: not valid JSON"),
-        ('["Toy/0"]', r"samples.jsonl:2: expected a JSON object"),
-        ('{"task_id": "Toy/0"}', r"samples.jsonl:2: missing field 'completion'"),
-        ('{"completion": "x"}', r"samples.jsonl:2: missing field 'task_id'"),
-        ('{"task_id": "Toy/0", "completion": 3}', r"samples.jsonl:2: field 'completion' must be a string"),
-        ('{"task_id": "Toy/9", "completion": "x"}', r"samples.jsonl:2: task_id 'Toy/9' is not a known problem"),
+        ("{not json", r"samples.jsonl, line 2: not valid JSON"),
+        ('["Toy/0"]', r"samples.jsonl, line 2: expected a JSON object"),
+        ('{"task_id": "Toy/0"}', r"samples.jsonl, line 2: field 'completion' is missing"),
+        ('{"completion": "x"}', r"samples.jsonl, line 2: field 'task_id' is missing"),
+        ('{"task_id": "Toy/0", "completion": 3}', r"samples.jsonl, line 2: field 'completion' should be str"),
+        ('{"task_id": "Toy/9", "completion": "x"}', r"samples.jsonl, line 2: field 'task_id' should be a known problem"),
     ],
 )
 def test_bad_sample_lines_name_file_line_and_field(tmp_path, line, message):
@@ -426,18 +618,37 @@ def test_bad_sample_lines_name_file_line_and_field(tmp_path, line, message):
     samples = tmp_path / "samples.jsonl"
     samples.write_text(json.dumps({"task_id": "Toy/0", "completion": "    return a + b\n"}) + "\n" + line + "\n")
     with pytest.raises(UserError, match=message):
-        execution.execute_samples(samples, problems, tmp_path / "out.jsonl")
+        humaneval.execute_samples(samples, problems, tmp_path / "out.jsonl")
 
 
 def test_bad_inputs_to_execute_are_user_errors(tmp_path):
     problems = {p["task_id"]: p for p in TOY_PROBLEMS}
     with pytest.raises(UserError, match="does not exist"):
-        execution.execute_samples(tmp_path / "missing.jsonl", problems, tmp_path / "out.jsonl")
+        humaneval.execute_samples(tmp_path / "missing.jsonl", problems, tmp_path / "out.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(UserError, match="holds no samples"):
-        execution.execute_samples(tmp_path / "empty.jsonl", problems, tmp_path / "out.jsonl")
+        humaneval.execute_samples(tmp_path / "empty.jsonl", problems, tmp_path / "out.jsonl")
     with pytest.raises(UserError, match="positive integer k"):
-        execution.execute_samples(tmp_path / "empty.jsonl", problems, tmp_path / "out.jsonl", ks=(0,))
+        humaneval.execute_samples(tmp_path / "empty.jsonl", problems, tmp_path / "out.jsonl", ks=(0,))
     broken = write_jsonl(tmp_path / "problems.jsonl", [{"task_id": "Toy/0", "prompt": "def f():\n"}])
-    with pytest.raises(UserError, match="problems.jsonl:1: missing field 'entry_point'"):
-        execution.load_humaneval_problems(broken)
+    with pytest.raises(UserError, match="problems.jsonl, line 1: field 'entry_point' is missing"):
+        humaneval.load_problems(broken)
+
+
+def test_execute_prints_the_isolation_and_refuses_without_any(tmp_path, capsys, monkeypatch):
+    from llama_eval.cli import main
+
+    problems = write_jsonl(tmp_path / "problems.jsonl", TOY_PROBLEMS)
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"task_id": "Toy/0", "completion": "    return a + b\n"}])
+    command = ["execute", "--samples", str(samples), "--output", str(tmp_path / "out.jsonl"), "--problems", str(problems),
+               "--k", "1", "--allow-code-execution"]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("sandbox: ") and len(err.splitlines()) == 1
+    _, nothing = execution.run_sandboxed(Check("pass\n"), 5, Limits(), allow_unsandboxed=True, modes=())
+    monkeypatch.setattr(execution.harness, "probe_isolation", lambda **kwargs: nothing)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--allow-unsandboxed" in err
+    assert main(command + ["--allow-unsandboxed"]) == 0
+    assert capsys.readouterr().err.startswith("sandbox: NO kernel isolation")

@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, SAMPLE_DATA, SHARED_DATA, make_settings
 
+from llama_eval import execution
 from llama_eval.errors import UserError
 from llama_eval.requests import GenerationResult
 from llama_eval.tasks import data
-
-from llama_eval.tasks.mbpp import MBPP, mbpp_program
+from llama_eval.execution import Check
+from llama_eval.tasks.mbpp import MBPP, mbpp_check, names_read
 
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
 
@@ -189,9 +190,9 @@ def fake_execution(monkeypatch):
     holds the sum of squares solution (the test, not the sandbox, decides)."""
     calls = []
 
-    def check_many(programs, timeout=10.0, workers=None):
+    def check_many(programs, timeout=10.0, workers=None, allow_unsandboxed=False):
         calls.append((list(programs), timeout))
-        return [types.SimpleNamespace(status="passed" if SQUARE_SUM in p else "failed", detail="AssertionError")
+        return [types.SimpleNamespace(status="passed" if SQUARE_SUM in p.candidate else "failed", detail="AssertionError")
                 for p in programs]
 
     from llama_eval import execution
@@ -213,8 +214,9 @@ def test_grading_with_a_fake_sandbox(fake_execution):
     assert score.extra["first_failure"] == "AssertionError"
     [(programs, timeout)] = fake_execution
     assert timeout == 3.0 and len(programs) == 97  # identical programs run once, across regimes too
-    assert programs[0] == (SQUARE_SUM + "\n"  # then the (empty) setup code and the asserts
-                           + "\nassert square_sum(1) == 1\nassert square_sum(3) == 14\nassert square_sum(10) == 385\n")
+    assert programs[0] == Check(SQUARE_SUM + "\n\n",  # then the (empty) setup code; the asserts run outside
+                                test="assert square_sum(1) == 1\nassert square_sum(3) == 14\nassert square_sum(10) == 385\n",
+                                names=("square_sum",))
     assert (score.doc_id, score.prediction, score.gold) == ("11", SQUARE_SUM, SQUARE_SUM)
 
 
@@ -230,10 +232,20 @@ def test_pass_at_k_uses_each_regimes_own_samples(fake_execution):
     assert task.score(doc, [wrong], greedy).metrics == {"pass@1": 0.0}
 
 
-def test_setup_code_runs_after_the_solution():
+def test_setup_code_runs_after_the_solution_and_the_asserts_outside():
     rect = demo()[1][2]
-    program = mbpp_program(rect, rect["code"])
-    assert program.index("class Rect") < program.index("r1 = Rect(2, 3)") < program.index("assert rect_area(r1)")
+    check = mbpp_check(rect, rect["code"])
+    assert check.candidate.index("class Rect") < check.candidate.index("r1 = Rect(2, 3)")
+    assert "assert" not in check.candidate and check.test.startswith("assert rect_area(r1)")
+    assert sorted(check.names) == ["r1", "r2", "r3", "rect_area"]
+
+
+def test_names_bound_to_the_candidate():
+    assert sorted(names_read("assert f(x, [y for y in z]) == sum([1])\n", "def f(a, b):\n    pass\n")) == ["f", "x", "y", "z"]
+    # A builtin name is the candidate's only where the reference solution defines it (task 126).
+    assert names_read("assert sum(10, 15) == 6\n", "def sum(a, b):\n    return 6\n") == ("sum",)
+    assert names_read("assert set(f(1)) == {1}\n", "def f(a):\n    return [a]\n") == ("f",)
+    assert names_read("assert (\n", "") == ()
 
 
 # -- the real sandbox and the real file --------------------------------------------------------------
@@ -278,6 +290,26 @@ def test_real_file_counts_and_shots(shared_data, real_mbpp):
 
 def test_real_solutions_pass_the_real_sandbox_and_stubs_fail(shared_data, real_mbpp):
     assert sandbox_outcomes(real_mbpp[1][:20]) == [({"pass@1": 1.0}, {"pass@1": 0.0})] * 20
+
+
+def always_equal(code: str) -> str:
+    """The solution's top-level functions returning an object equal to anything."""
+    cheat = ("    class Anything:\n        __eq__ = __le__ = __ge__ = lambda self, other: True\n"
+             "        __ne__ = __lt__ = __gt__ = lambda self, other: False\n        __hash__ = lambda self: 0\n"
+             "    return Anything()\n")
+    return "".join(line.rstrip() + "\n" + cheat for line in code.splitlines() if line.startswith("def "))
+
+
+@pytest.mark.slow
+def test_every_real_solution_passes_and_cheats_fail(shared_data, real_mbpp):
+    """All 500 test problems: the canonical solutions pass; stubs and always-equal returns fail."""
+    docs = real_mbpp[1]
+    checks = [mbpp_check(d, d["code"]) for d in docs]
+    checks += [mbpp_check(d, stub(d["code"])) for d in docs] + [mbpp_check(d, always_equal(d["code"])) for d in docs]
+    statuses = [r.status for r in execution.check_many(checks, timeout=20, workers=2)]
+    canonical, stubs, cheats = statuses[:500], statuses[500:1000], statuses[1000:]
+    assert {d["id"]: s for d, s in zip(docs, canonical) if s != "passed"} == {}
+    assert {d["id"]: s for d, s in zip(docs, stubs + cheats) if s == "passed"} == {}
 
 
 def test_real_prompts_that_leave_no_room_for_512_new_tokens(shared_data, real_mbpp, llama_tokenizer_path):

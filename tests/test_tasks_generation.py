@@ -388,9 +388,9 @@ def fake_execution(monkeypatch):
     it holds "return a + b" (the test, not the sandbox, decides)."""
     calls = []
 
-    def check_many(programs, timeout=10.0, workers=None):
+    def check_many(programs, timeout=10.0, workers=None, allow_unsandboxed=False):
         calls.append((list(programs), timeout))
-        return [types.SimpleNamespace(status="passed" if "return a + b" in p else "failed", detail="AssertionError")
+        return [types.SimpleNamespace(status="passed" if "return a + b" in p.candidate else "failed", detail="AssertionError")
                 for p in programs]
 
     from llama_eval import execution
@@ -411,7 +411,9 @@ def test_humaneval_grading_with_fake_sandbox(fake_execution):
     assert score.extra["statuses"] == {"passed": 65, "failed": 135}
     [(programs, timeout)] = fake_execution
     assert timeout == 3.0 and len(programs) == 97  # identical programs run once
-    assert programs[0] == doc["prompt"] + "    return a + b\n" + "\n" + doc["test"] + "\ncheck(add)\n"
+    # OpenAI's program split in two: the candidate runs in the sandbox, the test in the checker.
+    assert programs[0].candidate == doc["prompt"] + "    return a + b\n"
+    assert (programs[0].setup, programs[0].names, programs[0].test) == (doc["prompt"] + "\n" + doc["test"], ("add",), "check(add)\n")
     assert score.prediction == "    return a + b\n" and score.gold == doc["canonical_solution"]
 
 

@@ -34,7 +34,8 @@ class Settings:
     samples: int | None  # generation: samples per problem (None: the task's default)
     temperature: float | None  # generation: override the task's sampling temperature
     options: tuple[tuple[str, str], ...]  # "--option name=value", checked against the tasks' declared options
-    allow_code_execution: bool  # run model-written code (execution.py) to grade it
+    allow_code_execution: bool  # run model-written code (execution/) to grade it
+    allow_unsandboxed: bool  # ... even where the sandbox has no kernel isolation (--allow-unsandboxed)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Task:
     release_split: ClassVar[str] = "test"  # the split those files hold
     few_shot_pool: ClassVar[str] = ""  # where shots come from, shown by `llama-eval tasks NAME`
     options: ClassVar[Mapping[str, Option]] = {}  # what --option may set for this task (options.py)
-    needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
+    needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution/)
     fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
 
     # -- data -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """What the code-generation tasks (HumanEval, MBPP) share: their sampling regimes, options and
-the grading of programs through the sandbox (execution.py) into pass@k.
+the grading of samples through the sandbox (execution/) into pass@k.
 
 Options are named "<task>_<option>": <task>_k (the k values reported, must include 1),
 <task>_pass1 (sampled | greedy), <task>_top_p, <task>_timeout. See humaneval.py for the
@@ -59,19 +59,21 @@ def sampling_regimes(settings: Settings, task: Task) -> list[Regime]:
     return out
 
 
-def grade_programs(task: Task, doc_id: str, prediction: str, gold: str, programs: Sequence[Sequence[str]],
-                   regimes: Sequence[Regime], settings: Settings) -> DocScore:
-    """Run programs[i] (one per sample of regime i) in the sandbox; pass@k per regime's k.
+def grade_programs(task: Task, doc_id: str, prediction: str, gold: str,
+                   programs: Sequence[Sequence[execution.Check]], regimes: Sequence[Regime],
+                   settings: Settings) -> DocScore:
+    """Grade programs[i] (one check per sample of regime i) in the sandbox; pass@k per regime's k.
 
     Identical programs (common at low temperature) run once. Refused without
     --allow-code-execution: the programs are the model's code.
     """
     if not settings.allow_code_execution:
         raise UserError(f"grading {task.name} runs the model's code; pass --allow-code-execution to allow it "
-                        "(each program runs in a sandboxed child process, see execution.py)")
+                        "(each program runs in a sandboxed child process, see execution/__init__.py)")
     timeout = task.option(settings, f"{task.name}_timeout")
     unique = list(dict.fromkeys(p for ps in programs for p in ps))
-    outcome = dict(zip(unique, execution.check_many(unique, timeout=timeout), strict=True))
+    results = execution.check_many(unique, timeout=timeout, allow_unsandboxed=settings.allow_unsandboxed)
+    outcome = dict(zip(unique, results, strict=True))
     metrics, passed = {}, {}
     for (_, ks), ps in zip(regimes, programs, strict=True):
         c = sum(outcome[p].status == "passed" for p in ps)

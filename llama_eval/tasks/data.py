@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import hashlib
 import json
 import warnings
@@ -28,10 +29,11 @@ class DataMismatchWarning(UserWarning):
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) for each non-empty line of a JSON Lines file."""
+    """(1-based line number, object) for each non-empty line of a JSON Lines file (gzip-compressed
+    when its name ends in .gz)."""
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check --data-dir (it should hold the release files)")
-    with open(path, encoding="utf-8") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
         lineno = 0
         try:
             for lineno, line in enumerate(f, 1):

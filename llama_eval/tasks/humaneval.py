@@ -19,18 +19,27 @@ protocol in ../shared/reference/PROTOCOL.md, "Table 8".
                       for LLaMA 1.
     humaneval_timeout 10 (default): seconds each program may run.
   --temperature replaces both temperatures.
-- Grading: program = prompt + completion + "\\n" + test + "\\ncheck({entry_point})\\n", run by
-  execution.check_many (the only place model-written code runs, in a sandbox), only with
-  --allow-code-execution. A sample passes when its program ends with status "passed".
-  Identical programs (common at temperature 0.1) are run once.
+- Grading (`humaneval_check`): the sandbox runs prompt + completion; the checker, outside it,
+  runs prompt + "\\n" + test and then `check({entry_point})` with the entry point bound to the
+  candidate's function, called through execution's channel with plain values both ways (so a
+  returned object cannot forge an equality, and the test is never in the candidate's process).
+  This is OpenAI's human-eval program split in two; the prompt's helper functions (e.g. `poly`
+  for find_zero) are the checker's own copies. Only with --allow-code-execution. A sample
+  passes when its check raises nothing. Identical samples (common at temperature 0.1) run once.
+- `llama-eval execute` grades a samples file ({"task_id", "completion"} lines) the same way
+  (`execute_samples`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .. import execution
+from ..errors import UserError
+from ..metrics import pass_at_k
 from . import code, data
 from .base import Doc, DocScore, GenerationTask, Settings
 
@@ -40,6 +49,87 @@ FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 def humaneval_doc(row: dict[str, Any], source: Any, lineno: int) -> Doc:
     doc = {name: data.field(row, name, source, lineno) for name in FIELDS}
     return {"id": doc.pop("task_id"), **doc}
+
+
+def load_problems(path: Path) -> dict[str, Doc]:
+    """The problems of a HumanEval.jsonl(.gz) file by task id; errors name file, line and field."""
+    problems: dict[str, Doc] = {}
+    try:
+        for lineno, row in data.read_records(Path(path)):
+            doc = humaneval_doc(row, path, lineno)
+            if doc["id"] in problems:
+                raise data.invalid(path, lineno, "task_id", doc["id"], "unique (it occurs twice)")
+            problems[doc["id"]] = doc
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        kind = "gzip-compressed " if Path(path).suffix == ".gz" else ""
+        raise UserError(f"{path}: not a {kind}JSON Lines file ({error}); the file is damaged") from None
+    if not problems:
+        raise UserError(f"HumanEval file {path} holds no problems")
+    return problems
+
+
+def humaneval_check(doc: Doc, completion: str) -> execution.Check:
+    """One sample: the candidate (prompt + completion) in the sandbox, the test in the checker."""
+    entry = doc["entry_point"]
+    return execution.Check(candidate=doc["prompt"] + completion, setup=checker_setup(doc["prompt"], doc["test"]),
+                           names=(entry,), test=f"check({entry})\n")
+
+
+@functools.lru_cache(maxsize=1024)
+def checker_setup(prompt: str, test: str) -> str:
+    """The prompt (for its helper functions) and the test's definitions. A prompt ends inside the
+    entry point's body, normally after its docstring; one that stops at the signature gets a
+    `pass` body, so that it compiles on its own (the checker then binds the candidate's function
+    over it)."""
+    try:
+        compile(prompt, "prompt", "exec")
+    except SyntaxError:
+        prompt += "    pass\n"
+    return prompt + "\n" + test
+
+
+def read_samples(path: Path, problems: dict[str, Doc]) -> list[tuple[str, str]]:
+    """(task_id, completion) per line of a samples file; other keys of a line are ignored."""
+    samples = []
+    for lineno, row in data.read_records(Path(path)):
+        task_id, completion = data.field(row, "task_id", path, lineno), data.field(row, "completion", path, lineno)
+        if task_id not in problems:
+            raise data.invalid(path, lineno, "task_id", task_id, f"a known problem (ids like {next(iter(problems))!r})")
+        samples.append((task_id, completion))
+    if not samples:
+        raise UserError(f"samples file {path} holds no samples; expected JSON lines with task_id and completion")
+    return samples
+
+
+def execute_samples(samples_path: Path, problems: dict[str, Doc], output_path: Path, ks: Sequence[int] = (1, 10, 100),
+                    timeout: float = 10.0, workers: int | None = None, allow_unsandboxed: bool = False) -> dict[str, float]:
+    """Grade every sample of a JSON-lines file in the sandbox and return pass@k in percent.
+
+    Output: one line {task_id, completion, status, detail} per sample, in input order, written
+    as results arrive. pass@k is the unbiased estimator averaged over the tasks present in the
+    file, reported only for the k that every task has at least k samples for.
+    """
+    for k in ks:
+        if not isinstance(k, int) or k < 1:
+            raise UserError(f"pass@k needs positive integer k, got {k!r}")
+    samples = read_samples(Path(samples_path), problems)
+    checks = [humaneval_check(problems[task_id], completion) for task_id, completion in samples]
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    passed: dict[str, list[bool]] = {}
+    with open(output_path, "w", encoding="utf-8") as out:
+        results = execution.iter_checks(checks, timeout, workers, execution.Limits(), allow_unsandboxed)
+        for (task_id, completion), result in zip(samples, results):
+            row = {"task_id": task_id, "completion": completion, "status": result.status, "detail": result.detail}
+            out.write(json.dumps(row) + "\n")  # ensure_ascii: a lone surrogate is written escaped
+            out.flush()
+            passed.setdefault(task_id, []).append(result.status == "passed")
+    scores = {}
+    for k in ks:
+        if all(len(outcomes) >= k for outcomes in passed.values()):
+            per_task = [pass_at_k(len(outcomes), sum(outcomes), k) for outcomes in passed.values()]
+            scores[f"pass@{k}"] = 100.0 * sum(per_task) / len(per_task)
+    return scores
 
 
 class HumanEval(GenerationTask):
@@ -58,8 +148,7 @@ class HumanEval(GenerationTask):
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
             path = data.release_file(Path(data_dir), "humaneval/HumanEval.jsonl.gz")
-            problems = execution.load_humaneval_problems(path)  # the reader `llama-eval execute` uses
-            return [humaneval_doc(p, path, n) for n, p in enumerate(problems.values(), 1)]
+            return list(load_problems(path).values())  # the reader `llama-eval execute` uses
         source = data.hf_source(self.hf_dataset)
         return [humaneval_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset))]
 
@@ -73,6 +162,6 @@ class HumanEval(GenerationTask):
         return [fields for fields, _ in self.regimes(settings)]
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        programs = [[execution.humaneval_program(doc, c) for c in samples] for samples in completions]
+        programs = [[humaneval_check(doc, c) for c in samples] for samples in completions]
         return code.grade_programs(self, doc["id"], completions[0][0], doc["canonical_solution"], programs,
                                    self.regimes(settings), settings)

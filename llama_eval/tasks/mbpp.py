@@ -33,20 +33,27 @@ prompts similar to Austin et al. (2021)"; the split, the shots and the prompt ar
     mbpp_top_p    0.95 (default): the Llama 2 paper's value, NOT STATED for LLaMA 1.
     mbpp_timeout  10 (default): seconds each program may run.
   --temperature replaces both temperatures.
-- Grading: program = completion + "\\n" + test_setup_code + "\\n" + the three asserts, one a line.
-  The setup code comes after the completion because it may use what the solution defines
-  (task 367 builds trees from the solution's own `class Node`). The challenge asserts are not
-  run (Austin et al. report on test_list). Run by execution.check_many (sandboxed) only with
-  --allow-code-execution; a sample passes when its program ends with status "passed".
-  Identical programs are run once.
+- Grading (`mbpp_check`): the sandbox runs completion + "\\n" + test_setup_code (the setup code
+  comes after the completion because it may use what the solution defines: task 367 builds
+  trees from the solution's own `class Node`); the checker, outside it, runs the three asserts
+  with every non-builtin name they read bound to the candidate's object of that name: its
+  functions are called through execution's channel with plain values both ways, and objects
+  that are not plain values (367's trees) can only be passed back to them as arguments. So a
+  returned object cannot forge an equality and the asserts never run in the candidate's
+  process. The challenge asserts are not run (Austin et al. report on test_list). Only with
+  --allow-code-execution; a sample passes when the asserts raise nothing. Identical samples
+  run once.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .. import execution
 from ..errors import UserError
 from . import code, data
 from .base import Doc, DocScore, GenerationTask, Settings
@@ -76,9 +83,41 @@ def task_block(doc: Doc) -> str:
             f"Your code should pass these tests:\n\n{tests}\n")
 
 
-def mbpp_program(doc: Doc, completion: str) -> str:
-    """The program that checks one completion: the solution, the setup code, the asserts."""
-    return completion + "\n" + doc["setup"] + "\n" + "\n".join(doc["tests"]) + "\n"
+def mbpp_check(doc: Doc, completion: str) -> execution.Check:
+    """One sample: the solution and the setup code in the sandbox, the asserts in the checker."""
+    tests = "\n".join(doc["tests"]) + "\n"
+    return execution.Check(candidate=completion + "\n" + doc["setup"] + "\n", test=tests,
+                           names=names_read(tests, doc["code"]))
+
+
+def names_read(tests: str, reference: str) -> tuple[str, ...]:
+    """The names the asserts read that the candidate must provide, each once: every one that is
+    not a builtin (the solution's functions; for task 367 also the setup code's trees), and a
+    builtin only where the reference solution redefines it (task 126's `sum`). Other builtins
+    stay the checker's own, so a solution that redefines `set` cannot change what asserts compute."""
+    try:
+        read = [n.id for n in ast.walk(ast.parse(tests)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    except SyntaxError:
+        return ()  # the checker then fails every sample with the same SyntaxError
+    return tuple(dict.fromkeys(n for n in read if not hasattr(builtins, n) or n in top_level_names(reference)))
+
+
+def top_level_names(code: str) -> set[str]:
+    """Names a module binds at its top level (functions, classes, assignments, imports)."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
 
 
 class MBPP(GenerationTask):
@@ -131,6 +170,6 @@ class MBPP(GenerationTask):
         return [fields for fields, _ in self.regimes(settings)]
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        programs = [[mbpp_program(doc, c) for c in samples] for samples in completions]
+        programs = [[mbpp_check(doc, c) for c in samples] for samples in completions]
         return code.grade_programs(self, doc["id"], completions[0][0], doc["code"], programs,
                                    self.regimes(settings), settings)
