@@ -29,9 +29,11 @@ class RunConfig:
     share_prefixes: bool = True
     samples: int | None = None  # generation samples per problem; None: task default
     temperature: float | None = None  # override a generation task's sampling temperature
+    max_new_tokens: int | None = None  # every generation task's limit; None: each task's, clamped to the window
     options: tuple[str, ...] = ()  # task options "name=value" (see `llama-eval tasks`)
     allow_code_execution: bool = False
     include: tuple[str, ...] = ()  # extra task files
+    include_override: bool = False  # an included task may replace a built-in one of the same name
     cache: str | None = None  # request cache file; None: <output>/cache.sqlite
     use_cache: bool = True
     paper_model: str | None = None  # paper row to compare with; None: from the preset name

@@ -70,6 +70,7 @@ class Task:
     few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
     needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
     fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
+    limit_group: ClassVar[str] = ""  # document field whose groups --limit N takes N of each (MMLU: "subject")
 
     # -- data -------------------------------------------------------------------------
     def load(self, data_dir: Path | None) -> list[Doc]:
