@@ -154,8 +154,9 @@ def headline_metrics(run: Run, task: str) -> set[str]:
         found = {c for c in s.columns if c not in (*SAMPLE_COLUMNS, "extra")
                  and s[c].equals(s["correct"].astype(s[c].dtype))}
     rows = run.summary[run.summary["task"] == task]
-    printed = {(t, m, k) for _, columns in PAPER_TABLES.values() for _, t, m, k in columns}
-    found |= {r.metric for r in rows.itertuples() if (r.paper_task, r.metric, r.shots) in printed}
+    if "paper_task" in rows.columns:
+        printed = {(t, m, k) for _, columns in PAPER_TABLES.values() for _, t, m, k in columns}
+        found |= {r.metric for r in rows.itertuples() if (r.paper_task, r.metric, r.shots) in printed}
     return found
 
 

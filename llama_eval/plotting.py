@@ -54,39 +54,44 @@ def figure(runs: Sequence[Run]):
     if pts.empty:
         raise UserError("nothing to plot: no run has a number that the paper's tables print "
                         "(Tables 3-9; `llama-eval tasks` shows which task fills which table)")
-    cells = list(dict.fromkeys(pts["cell"]))
+    cells = [c for c in _cell_order() if c in set(pts["cell"])]
     labels = list(dict.fromkeys(pts["label"]))
-    fig = Figure(figsize=(7.5, 1.2 + 0.32 * len(cells) * max(1, len(labels) ** 0.5)))
+    fig = Figure(figsize=(7.5, 1.6 + 0.3 * len(cells) * max(1, len(labels) ** 0.5)))
     ax = fig.add_subplot()
     y_of = {c: len(cells) - 1 - i for i, c in enumerate(cells)}  # first cell on top
     step = 0.6 / max(len(labels), 1)
+    said: set[str] = set()
     for k, (label, group) in enumerate(pts.groupby("label", sort=False)):
-        y = np.array([y_of[c] for c in group["cell"]]) + (k - (len(labels) - 1) / 2) * step
+        offset = (k - (len(labels) - 1) / 2) * step
+        y = np.array([y_of[c] for c in group["cell"]]) + offset
         half = Z95 * group["stderr"].fillna(0).to_numpy(dtype=float)
-        ax.errorbar(group["value"], y, xerr=half, fmt="o", ms=4, capsize=2, lw=1, label=f"{label} (95% interval)")
+        ax.errorbar(group["value"], y, xerr=half, fmt="o", ms=4, capsize=2, lw=1, label=f"{label}: ours, 95% interval")
         paper = group[group["paper_value"].notna()]
-        if len(paper):
-            py = np.array([y_of[c] for c in paper["cell"]]) + (k - (len(labels) - 1) / 2) * step
-            models = ", ".join(dict.fromkeys(paper["paper_model"]))
-            ax.scatter(paper["paper_value"], py, marker="D", s=22, facecolors="none", edgecolors="black",
-                       linewidths=0.9, zorder=3, label=f"paper: {models}" if k == 0 or len(labels) > 1 else None)
+        for model, rows in paper.groupby("paper_model", sort=False):
+            py = np.array([y_of[c] for c in rows["cell"]]) + offset
+            ax.scatter(rows["paper_value"], py, marker="D", s=22, facecolors="none", edgecolors="black",
+                       linewidths=0.9, zorder=3, label=None if model in said else f"paper: {model}")
+            said.add(model)
     chance = pts.drop_duplicates("cell").dropna(subset=["chance"])
     if len(chance):
         ax.scatter(chance["chance"], [y_of[c] for c in chance["cell"]], marker="|", s=160, color="grey",
                    zorder=2, label="chance")
-    n_of = pts.drop_duplicates("cell").set_index("cell")["n"]
+    ns = pts.groupby("cell", sort=False)["n"].agg(lambda n: " / ".join(f"{int(x):,}" for x in n if pd.notna(x)))
     ax.set_yticks(range(len(cells)))
-    ax.set_yticklabels([f"{c}  (n={int(n_of[c]):,})" if pd.notna(n_of[c]) else c for c in reversed(cells)], fontsize=8)
+    ax.set_yticklabels([f"{c}  (n={ns[c]})" if ns[c] else c for c in reversed(cells)], fontsize=8)
     ax.set_ylim(-0.7, len(cells) - 0.3)
     ax.set_xlim(0, 100)
-    ax.set_xlabel("score (%)")
+    ax.set_xlabel("score (%); bars: value \u00b1 1.96 standard errors; n: documents"
+                  + (" (per run, in legend order)" if len(labels) > 1 else ""), fontsize=8)
     ax.grid(axis="x", color="0.9")
     ax.set_axisbelow(True)
     ax.set_title("Our numbers against the LLaMA paper's", fontsize=10)
-    fig.text(0.01, 0.0, "dots: ours, bars: value \u00b1 1.96 standard errors; diamonds: the paper; "
-             "ticks: chance; n: documents", fontsize=7, color="0.3")
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06 - 0.6 / (len(cells) + 2)), ncol=2, frameon=False)
     return fig, pts
+
+
+def _cell_order() -> list[str]:
+    return [_PREFIX.get(table, "") + header for table, (_, columns) in PAPER_TABLES.items() for header, *_ in columns]
 
 
 def points(runs: Sequence[Run]) -> pd.DataFrame:
