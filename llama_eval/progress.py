@@ -131,7 +131,7 @@ def summarise(facts: ModelFacts, runs: Sequence[Any], work: Workload, difference
                      f"{cut:>7,}{lost:>11,}")
     lines += sampling_costs(runs)
     total = sum(work.tokens.values())
-    lines.append(f"total: {len(work.tokens):,} distinct requests, about {_count(total)} tokens to run"
+    lines.append(f"total: {len(work.tokens):,} distinct requests, about {_count(total)} tokens before prefix sharing"
                  + (f"; {len(work.cut):,} will be cut from the left to fit the window" if work.cut else ""))
     if differences:
         lines.append("differs from the paper's protocol: " + "; ".join(differences))
