@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from . import __version__, parallel, reporting, tables, tasks as registry
 from .config import RunConfig
 from .errors import UserError
-from .progress import Reporter, Workload, estimate, resolve_model, summarise
+from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
 from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
 
@@ -286,12 +286,14 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     facts = None
     if load is None:  # the model's config and tokenizer only: a wrong name fails before any data is read
         facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype)
+        reporter.say(model_line(facts))
+    reporter.say(f"planning: reading the documents of {', '.join(config.tasks)} and building their requests")
     settings = settings_of(config)
     runs = plan(config, settings, facts.window if facts else None)
     work = Workload()
     if facts is not None and main_rank:
         work = estimate(runs, facts.tokenizer, facts.window, reporter)
-        for line in summarise(facts, runs, work, protocol_differences(config, runs)):
+        for line in summarise(runs, work, protocol_differences(config, runs)):
             reporter.say(line)
     kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer)
     started_loading = time.monotonic()

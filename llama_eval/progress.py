@@ -113,14 +113,18 @@ def estimate(runs: Sequence[Any], tokenizer: Any, window: int, reporter: "Report
     return work
 
 
-def summarise(facts: ModelFacts, runs: Sequence[Any], work: Workload, differences: Sequence[str]) -> list[str]:
-    """The start-of-run summary, one string per line (module docstring)."""
+def model_line(facts: ModelFacts) -> str:
+    """The first line of the start-of-run summary: the model that will be loaded."""
     from .model.checkpoint import RANDOM_PREFIX
 
     weights = "random weights" if facts.spec.startswith(RANDOM_PREFIX) else f"{facts.format} checkpoint"
-    lines = [f"model: {facts.spec} ({weights}, {_count(facts.n_params)} parameters), window {facts.window:,} tokens, "
-             f"{facts.dtype} on {facts.device}",
-             f"{'task':<14}{'shots':>6}{'documents':>20}{'requests':>10}{'tokens':>9}{'cut':>7}{'lost shots':>11}"]
+    return (f"model: {facts.spec} ({weights}, {_count(facts.n_params)} parameters), window {facts.window:,} tokens, "
+            f"{facts.dtype} on {facts.device}")
+
+
+def summarise(runs: Sequence[Any], work: Workload, differences: Sequence[str]) -> list[str]:
+    """The start-of-run summary after `model_line`, one string per line (module docstring)."""
+    lines = [f"{'task':<14}{'shots':>6}{'documents':>20}{'requests':>10}{'tokens':>9}{'cut':>7}{'lost shots':>11}"]
     for run in runs:
         distinct = list(dict.fromkeys(r for reqs in run.requests for r in reqs))
         tokens = sum(work.tokens.get(r, 0) for r in distinct)
