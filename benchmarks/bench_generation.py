@@ -38,7 +38,8 @@ import torch
 import workloads  # beside this script, which Python puts first on the import path
 
 from llama_eval.engine.generation import Generator
-from llama_eval.model.llama import PRESETS, build, init_random
+from llama_eval.model.llama import build, init_random
+from llama_eval.model.presets import preset
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
@@ -74,7 +75,7 @@ def short_prompts(batch: int, new_tokens: int) -> list[GenerationRequest]:
 
 def random_model(size: str, vocab: int, device: str, dtype: torch.dtype):
     if size == "tiny":
-        return init_random(build(replace(PRESETS["tiny"], vocab_size=vocab), device), seed=0).to(dtype)
+        return init_random(build(replace(preset("tiny"), vocab_size=vocab), device), seed=0).to(dtype)
     return workloads.random_model(size, vocab, device, dtype)
 
 

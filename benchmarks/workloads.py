@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import torch
 
-from llama_eval.model.llama import ModelArgs, PRESETS, build, init_random
+from llama_eval.model.llama import ModelArgs, build, init_random
+from llama_eval.model.presets import preset
 from llama_eval.requests import LoglikelihoodRequest as R
 
 WORDS = ("the of and to in is was for on that with as by at from his her an which have are were be this one had "
@@ -30,8 +31,8 @@ DEFAULT_TOKENIZER = next(p for p in (_REPO.parent / "shared" / "data" / "tokeniz
 
 SIZES = {
     # small enough for a 2-core CPU, but with the real vocabulary so output cost is realistic
-    "small": replace(PRESETS["tiny"], dim=256, n_layers=4, n_heads=8, n_kv_heads=8, multiple_of=64),
-    "7b": PRESETS["7b"],
+    "small": replace(preset("tiny"), dim=256, n_layers=4, n_heads=8, n_kv_heads=8, multiple_of=64),
+    "7b": preset("7b"),
 }
 
 

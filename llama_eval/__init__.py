@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load_model(spec, device=None, dtype=None, tokenizer=None):
+def load_model(spec, device=None, dtype=None, tokenizer=None, max_seq_len=None):
     """(model, tokenizer) for a preset name, folder or file; see model/checkpoint.py."""
     from .model.checkpoint import load_model as _load
 
-    return _load(spec, device=device, dtype=dtype, tokenizer=tokenizer)
+    return _load(spec, device=device, dtype=dtype, tokenizer=tokenizer, max_seq_len=max_seq_len)

@@ -1,4 +1,4 @@
-"""Command line: argument parsing only. Every run default lives in evaluator.RunConfig.
+"""Command line: argument parsing only. Every run default lives in config.RunConfig.
 
 A user error (unknown task or model, missing file, bad flag, malformed data, code execution
 not allowed) prints one message naming the value and the fix and exits with status 2; the
@@ -58,9 +58,13 @@ def _tables(text: str) -> tuple[int, ...]:
 
 
 def _model_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="preset (7b, 13b, 33b, 65b, llama2-7b, ...; looked up under "
-                   "$LLAMA_EVAL_MODELS), a checkpoint folder or file, or random:<preset>")
-    p.add_argument("--tokenizer", default=DEFAULTS["tokenizer"], help="SentencePiece .model file, if not beside the weights")
+    p.add_argument("--model", required=required, help="preset (7b, 13b, 33b, 65b, llama2-7b, llama3.1-8b, ...; looked "
+                   "up under $LLAMA_EVAL_MODELS), a checkpoint folder or file, a Hugging Face id org/name[@revision], "
+                   "or random:<preset>")
+    p.add_argument("--tokenizer", default=DEFAULTS["tokenizer"],
+                   help="tokenizer.model or tokenizer.json, if not beside the weights")
+    p.add_argument("--max-len", type=int, default=DEFAULTS["max_len"],
+                   help="context window in tokens, which sizes the KV cache (default: the model's, at most 8192)")
     p.add_argument("--device", default=DEFAULTS["device"], help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on cuda, float32 on cpu")
@@ -94,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first N documents of each task, or of each group where a task has groups (MMLU: N per subject)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of few-shot selection and sampling (default: %(default)s)")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="folder of release files (default: Hugging Face hub)")
-    p.add_argument("--output", default=DEFAULTS["output"], help="run folder (default: runs/<model>)")
+    p.add_argument("--output", default=DEFAULTS["output"], help="run folder (default: runs/<model>-<fingerprint>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of another run in --output")
+    p.add_argument("--append", action="store_true", help="add tasks to --output, which holds the same model and config")
     p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"], help="tokens per scoring forward (default: twice the model width)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"], help="rows decoded together (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"],
@@ -155,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
              "llama-eval info --model /models/llama/7B --device cpu")
     _model_flags(p)
 
+    p = _sub(sub, "convert", common, "write a checkpoint in Hugging Face's or Meta's layout",
+             "llama-eval convert 7b /models/llama-7b-hf --to hf")
+    p.add_argument("src", help="any --model spec: preset, folder, file or Hugging Face id")
+    p.add_argument("dst", type=Path, help="a new folder")
+    p.add_argument("--to", required=True, choices=["hf", "meta"], help="the layout to write")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as the weights are stored")
+    p.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json, if not beside the weights")
+
     p = _sub(sub, "execute", common, "check code completions produced elsewhere in the sandbox; pass@k",
              "llama-eval execute --samples samples.jsonl --output results.jsonl --data-dir ../shared/data --allow-code-execution")
     p.add_argument("--samples", required=True, type=Path, help='JSON lines {"task_id", "completion"}')
@@ -192,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/demo"), help="run folder (default: %(default)s)")
     p.add_argument("--allow-code-execution", action="store_true", help="include HumanEval and MBPP (runs model-written code)")
 
-    _sub(sub, "tasks", common, "list tasks: splits, shots, metrics, paper table", "llama-eval tasks")
+    p = _sub(sub, "tasks", common, "list tasks; `tasks NAME` describes one, with its options", "llama-eval tasks race_high")
+    p.add_argument("name", nargs="?", help="a task to describe: data, shots, metric and every --option it declares")
     _sub(sub, "models", common, "list presets and where weights are looked for", "LLAMA_EVAL_MODELS=/models/llama llama-eval models")
     p = _sub(sub, "data", common, "data files", "llama-eval data verify --data-dir ../shared/data")
     p.add_argument("action", choices=["verify"], help="verify: check every release file's presence and checksum")
@@ -243,11 +258,13 @@ def cmd_score(args) -> int:
     from . import load_model
     from .engine.scoring import Scorer
     from .requests import LoglikelihoodRequest
-    from .tasks.data import field, read_jsonl
+    from .tasks.data import field, read_records
 
-    rows = list(read_jsonl(args.requests))
+    _distinct_output(args.output, args.requests, "--requests")
+    rows = list(read_records(args.requests))
     reqs = [LoglikelihoodRequest(field(r, "context", args.requests, n), field(r, "continuation", args.requests, n)) for n, r in rows]
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            max_seq_len=args.max_len)
     scorer = Scorer(model, tok, args.batch_tokens)
     start = time.monotonic()
     results = _with_bar(scorer.iter_loglikelihood(reqs), len(reqs), "scoring", lambda: scorer.stats.tokens_run)
@@ -264,18 +281,13 @@ def cmd_score(args) -> int:
 def cmd_generate(args) -> int:
     from . import load_model
     from .engine.generation import Generator
-    from .requests import GenerationRequest
-    from .tasks.data import read_jsonl
+    from .tasks.data import read_records
 
-    rows = list(read_jsonl(args.requests))
-    keys = {f.name for f in dataclasses.fields(GenerationRequest)}
-    reqs = []
-    for n, row in rows:
-        if not isinstance(row.get("prompt"), str):
-            raise UserError(f"{args.requests}, line {n}: field 'prompt' is missing or not a string")
-        extra = {k: (tuple(v) if k == "until" else v) for k, v in row.items() if k in keys}
-        reqs.append(GenerationRequest(**extra))
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    _distinct_output(args.output, args.requests, "--requests")
+    rows = list(read_records(args.requests))
+    reqs = [generation_request(row, args.requests, n) for n, row in rows]
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                            max_seq_len=args.max_len)
     gen = Generator(model, tok, max_batch=args.max_batch)
     start = time.monotonic()
     results = _with_bar(gen.iter_generate(reqs), len(reqs), "generating", lambda: gen.stats.generated_tokens)
@@ -284,6 +296,45 @@ def cmd_generate(args) -> int:
             f.write(json.dumps({"id": row.get("id"), "completions": list(res.completions)}) + "\n")
     print(f"{len(reqs)} requests, {gen.stats.generated_tokens} tokens generated, {time.monotonic() - start:.1f} s")
     return 0
+
+
+def _distinct_output(output: Path, source: Path, flag: str) -> None:
+    """Refuse an --output that would overwrite the input file, or that is a folder."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give the path of the file to write")
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: the folder {output.parent} does not exist; create it first")
+    if output.exists() and source.exists() and output.samefile(source):
+        raise UserError(f"--output {output} is the {flag} file itself; write the results to another file")
+
+
+def generation_request(row: dict, path: Path, n: int):
+    """A GenerationRequest from one JSON line, every field checked (a bad one names file and line)."""
+    import math
+
+    from .requests import GenerationRequest
+
+    def bad(name: str, rule: str):
+        raise UserError(f"{path}, line {n}: field {name!r} {rule} (got {json.dumps(row.get(name))[:60]})")
+
+    known = {f.name for f in dataclasses.fields(GenerationRequest)} | {"id"}
+    if unknown := sorted(set(row) - known):
+        bad(unknown[0], f"is not a request field; the fields are {', '.join(sorted(known))}")
+    if not isinstance(row.get("prompt"), str):
+        bad("prompt", "is missing or not a string")
+    until = row.get("until", [])
+    if not (isinstance(until, list) and all(isinstance(u, str) and u for u in until)):
+        bad("until", 'must be a list of non-empty strings, e.g. ["\\n"]')
+    for name, low in (("max_new_tokens", 1), ("n", 1), ("seed", 0)):
+        if name in row and not (type(row[name]) is int and row[name] >= low):
+            bad(name, f"must be a whole number, {low} or more")
+    for name, ok, rule in (("temperature", lambda x: x >= 0, "0 or more (0 is greedy)"),
+                           ("top_p", lambda x: 0 < x <= 1, "in (0, 1]")):
+        value = row.get(name, 1.0)
+        if not (type(value) in (int, float) and math.isfinite(value) and ok(value)):
+            bad(name, f"must be a finite number {rule}")
+    fields = {k: v for k, v in row.items() if k != "id"}
+    return GenerationRequest(**{**fields, "until": tuple(until)})
 
 
 def _with_bar(results, total: int, desc: str, tokens) -> list:
@@ -303,8 +354,17 @@ def _with_bar(results, total: int, desc: str, tokens) -> list:
 def cmd_info(args) -> int:
     from .model.checkpoint import describe, load_checkpoint
 
-    loaded = load_checkpoint(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
+    loaded = load_checkpoint(args.model, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+                             max_seq_len=args.max_len)
     print(json.dumps(describe(loaded), indent=2, default=str))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .model.convert import convert
+
+    dst = convert(args.src, args.dst, args.to, args.dtype, args.tokenizer)
+    print(f"wrote {dst} ({args.to} layout)")
     return 0
 
 
@@ -312,6 +372,9 @@ def cmd_execute(args) -> int:
     from . import execution
 
     execution.require_permission(args.allow_code_execution)
+    _distinct_output(args.output, args.samples, "--samples")
+    if not (0 < args.timeout < float("inf")):
+        raise UserError(f"--timeout {args.timeout}: must be a finite number of seconds above 0")
     for note in execution.probe_isolation().notes:
         print(f"sandbox: {note}", file=sys.stderr)
     problems_path = args.problems or (Path(args.data_dir) / "humaneval" / "HumanEval.jsonl.gz" if args.data_dir else None)
@@ -373,6 +436,8 @@ def cmd_demo(args) -> int:
 def cmd_tasks(args) -> int:
     from .tasks import get_task, names
 
+    if args.name:
+        return _describe_task(get_task(args.name))
     print(f"{'task':<14} {'paper name':<18} {'table':>5}  {'shots':<10} {'metric':<12} dataset (hub)")
     for name in names():
         t = get_task(name)
@@ -382,25 +447,42 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def _describe_task(task) -> int:
+    path, config, split = task.hf_dataset
+    print(f"{task.name}: {task.paper_name}" + (f" (the paper's Table {task.paper_table})" if task.paper_table else ""))
+    print(f"  shots: {', '.join(map(str, task.paper_shots))} (paper); metric: {task.headline_metric}")
+    print(f"  data: hub {'/'.join(x for x in (path, config) if x)} [{split}]; release files "
+          f"{', '.join(task.release_files) or '(see the task file)'} [{task.release_split}]")
+    if task.few_shot_pool:
+        print(f"  few-shot pool: {task.few_shot_pool}")
+    if not task.options:
+        print("  options: none")
+    for name, option in task.options.items():
+        allowed = f" ({' | '.join(option.choices)})" if option.choices else ""
+        print(f"  --option {name}={option.default!r}{allowed}: {option.help}")
+    return 0
+
+
 def cmd_models(args) -> int:
     import os
 
-    from .model.checkpoint import MODELS_ENV, PRESET_FOLDERS, RANDOM_PREFIX
-    from .model.llama import PRESETS, count_parameters, build
+    from .model.checkpoint import MODELS_ENV, RANDOM_PREFIX
+    from .model.llama import count_parameters, build
+    from .model.presets import PRESETS
 
     root = os.environ.get(MODELS_ENV)
     print(f"${MODELS_ENV} = {root or '(not set: presets cannot be found; set it to the folder holding 7B, 13B, ...)'}")
-    print(f"{'preset':<12} {'parameters':>14}  {'window':>6}  {'status':<10} looked for as")
+    print(f"{'preset':<13} {'parameters':>14}  {'window':>6}  {'status':<8} looked for as")
     found = []
-    for name, args in PRESETS.items():
-        folders = PRESET_FOLDERS.get(name, ())
-        where = ", ".join(f"${MODELS_ENV}/{f}" for f in folders) or f"{RANDOM_PREFIX}{name} only"
-        hit = next((Path(root).expanduser() / f for f in folders if root and (Path(root).expanduser() / f).is_dir()), None)
-        status = "found" if hit else "missing" if folders else "random"
+    for name, p in PRESETS.items():
+        where = ", ".join(f"${MODELS_ENV}/{f}" for f in p.folders) or f"{RANDOM_PREFIX}{name} only"
+        hub = f", or --model {p.hub}" if p.hub else ""
+        hit = next((Path(root).expanduser() / f for f in p.folders if root and (Path(root).expanduser() / f).is_dir()), None)
+        status = "found" if hit else "missing" if p.folders else "random"
         if hit:
             found.append(f"{name} ({hit})")
-        print(f"{name:<12} {count_parameters(build(args)):>14,}  {args.max_seq_len:>6}  {status:<10} {where}")
-    print(f"found: {', '.join(found) if found else 'none'}")
+        print(f"{name:<13} {count_parameters(build(p.args)):>14,}  {p.args.max_seq_len:>6}  {status:<8} {where}{hub}")
+    print(f"found under ${MODELS_ENV}: {', '.join(found) if found else 'none'}")
     print(f"Any checkpoint folder or llama2.c .bin also works as --model PATH; {RANDOM_PREFIX}<preset> gives random weights.")
     return 0
 
@@ -420,6 +502,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {
+    "convert": cmd_convert,
     "run": cmd_run, "score": cmd_score, "generate": cmd_generate, "info": cmd_info, "execute": cmd_execute,
     "compare": cmd_compare, "table": cmd_table, "demo": cmd_demo, "tasks": cmd_tasks, "models": cmd_models,
     "data": cmd_data, "plan": cmd_plan,
@@ -428,6 +511,11 @@ COMMANDS = {
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"llama-eval: warning: {message}", file=sys.stderr)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "no details"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +531,17 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"llama-eval: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `llama-eval ... | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
+    except (OSError, UnicodeError, ValueError, TypeError) as e:
+        # Input the boundary checks did not foresee (a full disk, undecodable bytes, a wrongly
+        # typed field): still one line, and the traceback on request.
+        if debug:
+            raise
+        print(f"llama-eval: error: {type(e).__name__}: {_first_line(e)} (run again with --debug for the traceback)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llama-eval: interrupted; run the same command again to resume from the cache", file=sys.stderr)

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,11 +22,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__, parallel, reporting, tables, tasks as registry
-from .config import RunConfig
+from .config import RunConfig, results_fields
+from .engine import ENGINE_VERSION
+from .engine.runner import Engine
 from .errors import UserError
 from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
-from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
+from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
+from .tasks.data import DataSource
+from .tasks.options import check_given, parse_assignments
 
 
 @dataclass
@@ -37,7 +42,7 @@ class TaskRun:
     docs: list[Doc]
     requests: list[list[Request]]
     shots_used: list[int]  # per document: fewer than `shots` where a task dropped some to fit the window
-    available: int = 0  # documents the task has before --limit
+    source: DataSource  # where the documents came from (documents = the count before --limit)
     scores: list[DocScore] = field(default_factory=list)
     metrics: list[MetricValue] = field(default_factory=list)
 
@@ -51,13 +56,9 @@ class RunOutcome:
 
 
 def settings_of(config: RunConfig) -> Settings:
-    options = []
-    for item in config.options:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--option {item!r} is not of the form name=value (e.g. --option qa_separator=blank)")
-        options.append((name.strip(), value.strip()))
-    return Settings(config.seed, config.samples, config.temperature, tuple(options), config.allow_code_execution)
+    """What the tasks may read of `config` (option names and values are checked in `plan`)."""
+    options = tuple(parse_assignments(config.options).items())
+    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution)
 
 
 def plan(config: RunConfig, settings: Settings, window: int | None = None) -> list[TaskRun]:
@@ -72,19 +73,20 @@ def plan(config: RunConfig, settings: Settings, window: int | None = None) -> li
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
     runs = []
-    names = [registry.canonical_name(n) for n in config.tasks]
+    names = [registry.canonical_name(n) for n in config.tasks]  # letter case ignored
     folded = {n.casefold(): n for n in names}
     per_task = {folded.get(n.casefold(), n): k for n, k in config.task_shots}
     if unknown := set(per_task) - set(names):
         raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
-    for name in names:
-        task = registry.get_task(name)
+    tasks = [registry.get_task(name) for name in names]
+    check_given(dict(settings.options), tasks, registry.all_option_names)
+    for name, task in zip(names, tasks):
         if task.needs_code_execution and not config.allow_code_execution:
             raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
                             "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
         try:
             docs = task.load(data_dir)
-            available = len(docs)
+            source = dataclasses.replace(task.source(data_dir), documents=len(docs))
             if config.limit is not None:
                 docs = limit_documents(docs, config.limit, task.limit_group)
             pool: list[Doc] | None = None
@@ -94,7 +96,7 @@ def plan(config: RunConfig, settings: Settings, window: int | None = None) -> li
                 chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
                 reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
                 reqs = fit_generation(task.name, reqs, config.max_new_tokens, window)
-                runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], available))
+                runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
         except UserError as e:
             if str(e).startswith((name, f"task {name}")):
                 raise
@@ -164,7 +166,7 @@ def protocol_differences(config: RunConfig, runs: list[TaskRun]) -> list[str]:
     return out
 
 
-def answer(requests: Sequence[Request], engine: "Engine", cache=None, reporter: Reporter | None = None,
+def answer(requests: Sequence[Request], engine: Engine, cache=None, reporter: Reporter | None = None,
            dist: parallel.Dist | None = None, work: Workload | None = None) -> dict[Request, Result]:
     """Results for the distinct `requests`: from the cache where present, else from the engine.
 
@@ -188,51 +190,16 @@ def answer(requests: Sequence[Request], engine: "Engine", cache=None, reporter: 
             continue
         results = run(todo) if dist is None else parallel.iter_data_parallel(todo, run, engine.tokenizer, dist)
         for i, res in reporter.track(phase, results, todo, work or Workload()):
+            if isinstance(res, LoglikelihoodResult) and not math.isfinite(res.logprob):
+                raise UserError(f"the model scored {res.logprob} for the continuation {todo[i].continuation[:60]!r} "
+                                f"after {todo[i].context[-60:]!r}: its weights or dtype give non-finite numbers "
+                                "(try --dtype float32, or check the checkpoint)")
             done[todo[i]] = res
             if cache is not None:
                 cache.put(todo[i], res)
         if cache is not None:
             cache.flush()
     return done
-
-
-class Engine:
-    """The scorer and the generator over one loaded model.
-
-    The generator's KV cache (max_batch rows of the whole window) is allocated only when a run
-    has generation requests, so scoring-only runs keep that memory for the scorer.
-    """
-
-    def __init__(self, model, tokenizer, config: RunConfig, tp: int = 1):
-        from .engine.scoring import Scorer
-
-        self.model, self.tokenizer, self.config, self.tp = model, tokenizer, config, tp
-        # A vocabulary-parallel output scores tokens without gathering whole logit rows.
-        self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes,
-                             token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None)
-        self.generator = None
-
-    def iter_loglikelihood(self, requests):
-        return self.scorer.iter_loglikelihood(requests)
-
-    def iter_generate(self, requests):
-        if self.generator is None:
-            from .engine.generation import Generator
-
-            # CUDA graphs are left out under tensor parallelism: collectives inside a captured
-            # graph have not been checked on several GPUs.
-            self.generator = Generator(self.model, self.tokenizer, max_batch=self.config.max_batch,
-                                       use_cuda_graphs=False if self.tp > 1 else None)
-        return self.generator.iter_generate(requests)
-
-    def tokens(self) -> int:
-        """Tokens run through the model so far (scoring + generation), for throughput."""
-        g = self.generator.stats if self.generator else None
-        return self.scorer.stats.tokens_run + (g.prompt_tokens + g.generated_tokens if g else 0)
-
-    def stats(self) -> dict[str, Any]:
-        return {"scoring": dataclasses.asdict(self.scorer.stats),
-                "generation": dataclasses.asdict(self.generator.stats) if self.generator else None}
 
 
 def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> None:
@@ -247,16 +214,25 @@ def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> N
     run.metrics = run.task.aggregate(run.scores)
 
 
+def cache_namespace(fingerprint: str, dtype: str) -> str:
+    """The request cache's namespace: results are reused only for the same weights and tokenizer,
+    compute dtype and engine behaviour."""
+    return f"{fingerprint}:{dtype}:engine{ENGINE_VERSION}"
+
+
 def model_label(spec: str) -> str:
     return spec if "/" not in spec and not spec.endswith(".bin") else Path(spec.rstrip("/")).name or "model"
 
 
-def config_hash(config: RunConfig, fingerprint: str) -> str:
-    """Hash of everything that decides the numbers (not output paths or progress bars)."""
-    relevant = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in {"output", "cache", "use_cache", "progress", "batch_tokens", "max_batch", "model", "tp",
-                             "dist_timeout"}}
-    relevant["fingerprint"] = fingerprint
+APPENDABLE = ("tasks", "task_shots", "shots", "include")  # what --append may change in a run folder
+
+
+def config_hash(config: RunConfig, fingerprint: str, base: bool = False) -> str:
+    """Hash of everything that decides the numbers: the config fields declared to change results,
+    the weights' fingerprint and the engine version (not output paths or progress bars).
+    `base`: leave out which tasks and shots run (what --append may add to a folder)."""
+    relevant = {k: getattr(config, k) for k in results_fields() if not (base and k in APPENDABLE)}
+    relevant.update(fingerprint=fingerprint, engine_version=ENGINE_VERSION)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -285,7 +261,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     reporter = Reporter(bar=config.progress, quiet=not main_rank)
     facts = None
     if load is None:  # the model's config and tokenizer only: a wrong name fails before any data is read
-        facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype)
+        facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype,
+                              config.max_len)
         reporter.say(model_line(facts))
     reporter.say(f"planning: reading the documents of {', '.join(config.tasks)} and building their requests")
     settings = settings_of(config)
@@ -295,7 +272,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         work = estimate(runs, facts.tokenizer, facts.window, reporter)
         for line in summarise(runs, work, protocol_differences(config, runs)):
             reporter.say(line)
-    kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer)
+    kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer,
+              max_seq_len=config.max_len)
     started_loading = time.monotonic()
     if dist is not None and dist.tp > 1:
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
@@ -314,25 +292,33 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
 
     info = loaded.info
     chash = config_hash(config, info.fingerprint)
-    run_dir = Path(config.output or Path("runs") / model_label(config.model))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter(run_dir, model_label(config.model), config.paper_model or reporting.PAPER_MODELS.get(config.model),
-                          f"{model_label(config.model)}-{chash}", chash, _start_date(run_dir, chash))
-    meta = {"run_id": writer.run_id, "version": __version__, "date": writer.date, "config_hash": chash,
-            "status": "running", "config": dataclasses.asdict(config),
-            "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model}}
-    _write_json(run_dir / "run.json", meta)
+    label = model_label(config.model)
+    run_dir = Path(config.output) if config.output else Path("runs") / f"{label}-{info.fingerprint[:8]}"
+    previous = claim_run_dir(run_dir, config, info.fingerprint, chash)
     cache = None
-    if config.use_cache:
+    if config.use_cache:  # opened before run.json is touched: a damaged cache leaves the folder as it was
         from .cache import ResultCache
 
-        cache = ResultCache(config.cache or run_dir / "cache.sqlite", f"{info.fingerprint}:{info.dtype}")
+        cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype))
+    date = previous["date"] if previous and previous.get("config_hash") == chash else _now()
+    writer = ResultWriter(run_dir, label, config.paper_model or reporting.PAPER_MODELS.get(config.model),
+                          f"{label}-{chash}", chash, date)
+    meta = {"run_id": writer.run_id, "version": __version__, "engine_version": ENGINE_VERSION,
+            "date": writer.date, "config_hash": chash, "base_hash": config_hash(config, info.fingerprint, base=True),
+            "status": "running", "config": dataclasses.asdict(config),
+            "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model},
+            "datasets": {**(previous or {}).get("datasets", {}), **_datasets(runs, config)}}
+    _write_json(run_dir / "run.json", meta)
     started = time.monotonic()
     results: dict[Request, Result] = {}
     try:
         for phase in phases:
             results.update(answer(phase, engine, cache, reporter, dist, work))
             writer.write_finished(runs, results, settings)
+    except BaseException as error:  # recorded, then raised as it was: the run folder says it failed
+        meta.update(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
+        _write_json(run_dir / "run.json", meta)
+        raise
     finally:
         if cache is not None:
             cache.close()
@@ -340,22 +326,59 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     stats = {"seconds": round(time.monotonic() - started, 2), **counts,
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
-    meta.update(status="complete", stats=stats,
-                datasets={f"{r.task.name}@{r.shots}": _dataset_entry(r, config) for r in runs})
+    meta.update(status="complete", stats=stats)
+    meta["datasets"].update(_datasets(runs, config))  # now with what the window did to each task
     meta["caveats"] = tables.caveats(meta)
     _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, writer.rows, stats)
 
 
-def _dataset_entry(run: TaskRun, config: RunConfig) -> dict[str, Any]:
-    """run.json's record of one (task, shots): what was run, and what the window did to it."""
-    return {"documents": len(run.docs), "documents_available": run.available, "limit": config.limit,
-            "limit_group": run.task.limit_group if config.limit is not None else "",
-            "fingerprint": docs_fingerprint(run.docs), "source": getattr(run.task, "source_description", ""),
-            "headline_metric": run.task.headline_metric,
-            "requests": sum(len(reqs) for reqs in run.requests),
-            "truncated_requests": sum(s.extra.get("truncated_requests", 0) for s in run.scores),
-            "shots_dropped_documents": sum(used < run.shots for used in run.shots_used)}
+def _datasets(runs: list[TaskRun], config: RunConfig) -> dict[str, Any]:
+    """run.json's record of each (task, shots): its data, what was run, and (once scored) what
+    the window did to it."""
+    return {f"{r.task.name}@{r.shots}": {
+        "documents": len(r.docs), "documents_available": r.source.documents, "limit": config.limit,
+        "limit_group": r.task.limit_group if config.limit is not None else "",
+        "fingerprint": docs_fingerprint(r.docs), "source": dataclasses.asdict(r.source),
+        "headline_metric": r.task.headline_metric, "requests": sum(len(reqs) for reqs in r.requests),
+        "truncated_requests": sum(s.extra.get("truncated_requests", 0) for s in r.scores),
+        "shots_dropped_documents": sum(used < r.shots for used in r.shots_used)} for r in runs}
+
+
+RESULT_FILES = ("run.json", "summary.csv", "samples_*.csv", "samples_*.jsonl")
+
+
+def claim_run_dir(run_dir: Path, config: RunConfig, fingerprint: str, chash: str) -> dict[str, Any] | None:
+    """Make `run_dir` this run's folder and return the run.json found there (None if none).
+
+    The same config resumes. Another model or config is refused unless --overwrite (its result
+    files are removed) or --append (same weights and config but other tasks: results are added).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--output {run_dir} is a file; give a folder for the run's results") from None
+    path = run_dir / "run.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (OSError, ValueError) as e:
+        previous = {"unreadable": str(e)}
+    if previous is None or previous.get("config_hash") == chash:
+        return previous
+    if config.overwrite:
+        for pattern in RESULT_FILES:
+            for file in run_dir.glob(pattern):
+                file.unlink()
+        return None
+    same_weights = previous.get("model", {}).get("fingerprint") == fingerprint
+    if config.append and same_weights and previous.get("base_hash") == config_hash(config, fingerprint, base=True):
+        return previous
+    what = ("is not readable" if "unreadable" in previous else
+            f"holds a run of {previous.get('model', {}).get('label', '?')} "
+            f"({'the same weights' if same_weights else 'other weights'}) with another config")
+    why = " (--append needs the same weights and settings, other tasks)" if config.append else ""
+    raise UserError(f"{run_dir}/run.json {what}{why}; pass --overwrite to replace its results, --append to add "
+                    "tasks of the same model and config, or --output another folder")
 
 
 @dataclass
@@ -399,14 +422,7 @@ def _sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _start_date(run_dir: Path, chash: str) -> str:
-    """When this run first started: a resumed run keeps the date, so its files come out the same."""
-    try:
-        previous = json.loads((run_dir / "run.json").read_text())
-        if previous.get("config_hash") == chash:
-            return previous["date"]
-    except (OSError, ValueError, KeyError):
-        pass
+def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -29,7 +29,8 @@ from typing import Sequence
 
 from .engine.scoring import LOGIT_ROWS, default_batch_tokens
 from .errors import UserError
-from .model.llama import PRESETS, ModelArgs, preset
+from .model.llama import ModelArgs
+from .model.presets import PRESETS, preset
 from .parallel import splits_evenly
 
 GIB = 1 << 30
@@ -59,10 +60,11 @@ def model_args(model: str | ModelArgs) -> tuple[str, ModelArgs]:
             raise UserError(f"--model {model!r}: {e.args[0]} Or pass a checkpoint's path.") from None
     path = ck.resolve_spec(model)
     fmt = ck.detect_format(path)
-    from .model.tokenizer import Tokenizer
+    from .model.formats import read_config
+    from .model.tokenizer import load_tokenizer
 
-    tok = Tokenizer(ck.tokenizer_path(fmt, path, None))
-    return str(path), ck.READERS[fmt](path, tok, None).args
+    tok = load_tokenizer(ck.tokenizer_path(fmt, path, None))
+    return str(path), read_config(fmt, path, tok.vocab_size)
 
 
 def valid_tp(args: ModelArgs, gpus: int) -> list[int]:

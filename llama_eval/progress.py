@@ -41,11 +41,16 @@ class ModelFacts:
     tokenizer: Any  # model.tokenizer.Tokenizer
 
 
-def resolve_model(spec: str, tokenizer: str | None, device: str | None, dtype: str | None) -> ModelFacts:
-    """Read a checkpoint's config and tokenizer (not its weights); UserError as loading would."""
+def resolve_model(spec: str, tokenizer: str | None, device: Any, dtype: str | None,
+                  max_len: int | None = None) -> ModelFacts:
+    """Read a checkpoint's config and tokenizer (not its weights); UserError as loading would.
+    The window is the one loading will give: max_len (--max-len), else the config's, capped."""
+    from dataclasses import replace
+
     from .model import checkpoint as ck
-    from .model.llama import preset
-    from .model.tokenizer import Tokenizer
+    from .model.formats import WINDOW_CAP, read_config
+    from .model.presets import lookup
+    from .model.tokenizer import load_tokenizer
     from .parallel_plan import rank_parameters
 
     dev = ck.resolve_device(device)
@@ -53,22 +58,21 @@ def resolve_model(spec: str, tokenizer: str | None, device: str | None, dtype: s
     if spec.startswith(ck.RANDOM_PREFIX):
         name = spec.removeprefix(ck.RANDOM_PREFIX)
         try:
-            args = preset(name)
+            args = lookup(name).args
         except KeyError as e:
             raise UserError(f"{spec}: {e.args[0]}") from e
         tok_path = tokenizer or os.environ.get(ck.TOKENIZER_ENV)
         if not tok_path:
-            raise UserError(f"{spec} needs a SentencePiece tokenizer: pass --tokenizer PATH or set {ck.TOKENIZER_ENV}")
-        tok, fmt = Tokenizer(tok_path), "random"
-        from dataclasses import replace
-
-        args = replace(args, vocab_size=tok.vocab_size)
+            raise UserError(f"{spec} needs a tokenizer: pass --tokenizer PATH or set {ck.TOKENIZER_ENV}")
+        tok, fmt = load_tokenizer(tok_path), "random"
+        args = replace(args, vocab_size=tok.vocab_size, max_seq_len=min(args.max_seq_len, WINDOW_CAP))
     else:
         path = ck.resolve_spec(spec)
         fmt = ck.detect_format(path)
-        tok = Tokenizer(ck.tokenizer_path(fmt, path, tokenizer))
-        args = ck.READERS[fmt](path, tok, None).args
-    return ModelFacts(spec, fmt, rank_parameters(args, 1), args.max_seq_len, dt, str(dev), tok)
+        tok = load_tokenizer(ck.tokenizer_path(fmt, path, tokenizer))
+        args = read_config(fmt, path, tok.vocab_size)
+    window = max_len or args.max_seq_len
+    return ModelFacts(spec, fmt, rank_parameters(args, 1), window, dt, str(dev), tok)
 
 
 @dataclass
@@ -130,7 +134,8 @@ def summarise(runs: Sequence[Any], work: Workload, differences: Sequence[str]) -
         tokens = sum(work.tokens.get(r, 0) for r in distinct)
         cut = sum(r in work.cut for r in distinct)
         lost = sum(used < run.shots for used in run.shots_used)
-        docs = f"{len(run.docs):,}" if run.available == len(run.docs) else f"{len(run.docs):,} of {run.available:,}"
+        total = run.source.documents
+        docs = f"{len(run.docs):,}" if total == len(run.docs) else f"{len(run.docs):,} of {total:,}"
         lines.append(f"{run.task.name:<14}{run.shots:>6}{docs:>20}{len(distinct):>10,}{_count(tokens):>9}"
                      f"{cut:>7,}{lost:>11,}")
     lines += sampling_costs(runs)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import UserError
+from .model import presets
 from .tasks.base import DocScore, MetricValue
 
 SAMPLE_COLUMNS = ("task", "shots", "doc_id", "prediction", "gold", "correct")  # metrics, extra follow
@@ -47,8 +48,8 @@ _SUMMARY_KEY = ["model", "task", "shots", "group", "metric"]
 # on GPT-3's and Chinchilla's MMLU categories; the paper's Table 9 is the one kept).
 PAPER_FILES = ("llama1_paper.csv", "llama1_paper_mmlu_subjects.csv", "llama2_paper.csv")
 
-# The paper's name for the models of our presets (the harness calls the third size 30B).
-PAPER_MODELS = {"7b": "LLaMA-7B", "13b": "LLaMA-13B", "33b": "LLaMA-33B", "65b": "LLaMA-65B"}
+# The paper's name for the models of our presets: the preset record's (model/presets.py).
+PAPER_MODELS = presets.PAPER_MODELS
 
 # The paper prints a task's overall number under another name in one case.
 _OVERALL_NAME = {"MMLU": "MMLU-Average"}

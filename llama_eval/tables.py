@@ -179,8 +179,8 @@ def with_paper_model(run: Run, paper_model: str, numbers: pd.DataFrame | None = 
 def _on_unfiltered_triviaqa(run: Run) -> bool:
     """Whether the run read TriviaQA from the DPR release file, the unfiltered dev set, and not
     the filtered one the paper's Table 5 reports (run.json records each task's source)."""
-    sources = [d.get("source", "") for key, d in run.info.get("datasets", {}).items() if key.startswith("triviaqa@")]
-    return any("UNFILTERED" in str(s) or (isinstance(s, dict) and s.get("variant") == "unfiltered") for s in sources)
+    sources = [d.get("source") for key, d in run.info.get("datasets", {}).items() if key.startswith("triviaqa@")]
+    return any(isinstance(s, dict) and s.get("variant") == "unfiltered" for s in sources)
 
 
 def tables_for(runs: Sequence[Run]) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 # Nothing may download at test time: make the Hugging Face libraries fail fast instead.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Memoised weight-file hashes go to a folder of this session, not the user's cache.
+os.environ["LLAMA_EVAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="llama-eval-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -48,9 +51,19 @@ def tiny_model_and_tokenizer(tiny_tokenizer_path):
     """A random-weight 2-layer grouped-query LLaMA over the tiny tokenizer, float32 on CPU."""
     from dataclasses import replace
 
-    from llama_eval.model.llama import PRESETS, build, init_random
+    from llama_eval.model.llama import build, init_random
+    from llama_eval.model.presets import preset
     from llama_eval.model.tokenizer import Tokenizer
 
     tok = Tokenizer(tiny_tokenizer_path)
-    args = replace(PRESETS["tiny"], vocab_size=tok.vocab_size, max_seq_len=1024)
+    args = replace(preset("tiny"), vocab_size=tok.vocab_size, max_seq_len=1024)
     return init_random(build(args, "cpu"), seed=1), tok
+
+
+def make_settings(*, options: tuple[tuple[str, str], ...] = (), **fields) -> "Settings":
+    """Task settings as a run with these RunConfig fields gets them (Settings has no defaults)."""
+    from llama_eval.config import RunConfig
+    from llama_eval.evaluator import settings_of
+
+    config = RunConfig(model="random:tiny", tasks=(), options=tuple(f"{n}={v}" for n, v in options), **fields)
+    return settings_of(config)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES, SAMPLE_DATA
+from conftest import FIXTURES, SAMPLE_DATA, make_settings
 
 from llama_eval.errors import UserError
 from llama_eval.metrics import final_math_answer, last_boxed, math_answer, normalize_math_answer
 from llama_eval.requests import GenerationResult
 from llama_eval.tasks import data
-from llama_eval.tasks.base import Settings
+
 from llama_eval.tasks.hendrycks_math import EXEMPLARS, MATH, SUBJECTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
@@ -229,31 +229,31 @@ Solution:
 def test_golden_prompt_with_the_four_fixed_exemplars():
     task = MATH()
     docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
-    shots = task.select_shots(docs[0], pool, 4, Settings(seed=1))
-    assert shots == task.select_shots(docs[3], pool, 4, Settings(seed=99)) == pool
+    shots = task.select_shots(docs[0], pool, 4, make_settings(seed=1))
+    assert shots == task.select_shots(docs[3], pool, 4, make_settings(seed=99)) == pool
     assert task.load_shots(None) == pool
     assert task.prompt(docs[0], shots) == GOLDEN_PROMPT
     assert task.prompt(docs[0], []) == "Problem:\nIf $2a + 5 = 17$, what is the value of $a^2$?\n\nSolution:\n"
     with pytest.raises(UserError, match="--shots 5"):
-        task.select_shots(docs[0], pool, 5, Settings())
+        task.select_shots(docs[0], pool, 5, make_settings())
 
 
 def test_sampling_regimes():
     task = MATH()
     doc = task.load(SAMPLE_DATA)[0]
-    greedy, sampled = task.requests(doc, [], Settings(seed=5))
+    greedy, sampled = task.requests(doc, [], make_settings(seed=5))
     assert (greedy.temperature, greedy.n, greedy.max_new_tokens) == (0.0, 1, 512)
     assert greedy.until == sampled.until == ("\nProblem:", "\nSolution:")
     assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 256, 5)
-    [only] = task.requests(doc, [], Settings(samples=0))
+    [only] = task.requests(doc, [], make_settings(samples=0))
     assert only.temperature == 0.0
-    other = task.requests(doc, [], Settings(samples=7, temperature=0.3, options=(("math_top_p", "0.95"),)))[1]
+    other = task.requests(doc, [], make_settings(samples=7, temperature=0.3, options=(("math_top_p", "0.95"),)))[1]
     assert (other.temperature, other.top_p, other.n) == (0.3, 0.95, 7)
     for bad in ("0", "1.5", "high"):
         with pytest.raises(UserError, match=f"math_top_p={bad}"):
-            task.requests(doc, [], Settings(options=(("math_top_p", bad),)))
+            task.requests(doc, [], make_settings(options=(("math_top_p", bad),)))
     with pytest.raises(UserError, match="--samples -1"):
-        task.requests(doc, [], Settings(samples=-1))
+        task.requests(doc, [], make_settings(samples=-1))
 
 
 def test_grading_with_fake_results():
@@ -263,20 +263,20 @@ def test_grading_with_fake_results():
     samples = GenerationResult(("The final answer is $\\frac5{12}$.", "... $\\boxed{\\frac{5}{12}}$",
                                 "The final answer is $5/12$.", "The final answer is $\\frac{1}{2}$.",
                                 "The final answer is $\\frac12$.", "I do not know"))
-    score = task.score(doc, [greedy, samples], Settings(samples=6))
+    score = task.score(doc, [greedy, samples], make_settings(samples=6))
     assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
     assert (score.doc_id, score.prediction, score.gold) == ("algebra/3", r"\frac{5}{12}", r"\frac{5}{12}")
     assert score.extra["majority"] == r"\frac{5}{12}" and score.extra["votes"] == 3 and score.extra["no_answer"] == 1
     votes = GenerationResult(("The final answer is $\\frac12$.",
                               "$\\boxed{0.5}$ hmm, The final answer is $\\frac{1}{2}$",  # the stated answer wins
                               "The final answer is $\\frac{5}{12}$."))
-    wrong = task.score(doc, [GenerationResult(("The final answer is $\\frac{5}{13}$.",)), votes], Settings(samples=3))
+    wrong = task.score(doc, [GenerationResult(("The final answer is $\\frac{5}{13}$.",)), votes], make_settings(samples=3))
     assert wrong.metrics == {"acc": 0.0, "maj1@3": 0.0}
     nothing = [GenerationResult(("no answer",)), GenerationResult(("no", "answer"))]
-    silent = task.score(doc, nothing, Settings(samples=2))
+    silent = task.score(doc, nothing, make_settings(samples=2))
     assert silent.metrics == {"acc": 0.0, "maj1@2": 0.0}
     assert silent.prediction == "" and silent.extra["majority"] is None and silent.extra["no_answer"] == 2
-    greedy_only = task.score(doc, [greedy], Settings(samples=0))
+    greedy_only = task.score(doc, [greedy], make_settings(samples=0))
     assert greedy_only.metrics == {"acc": 1.0}
 
 
@@ -297,11 +297,12 @@ def test_hub_rows_give_the_release_documents_and_requests(monkeypatch):
     # Hub rows carry no file number: ids are "<subject>/<row index>", the content is the same.
     assert [d["id"] for d in hub_docs] == ["algebra/0", "algebra/1", "number_theory/0", "number_theory/1"]
     assert [{**d, "id": None} for d in hub_docs] == [{**d, "id": None} for d in release_docs]
-    settings = Settings(seed=3, samples=8)
+    settings = make_settings(seed=3, samples=8)
     built = [[task.requests(d, task.select_shots(d, task.load_shots(None), 4, settings), settings) for d in docs]
              for task, docs in ((release, release_docs), (hub, hub_docs))]
     assert built[0] == built[1]
-    assert release.source_description.startswith("release file") and "Hugging Face" in hub.source_description
+    assert release.source(SAMPLE_DATA).kind == "release" and hub.source(None) == data.DataSource(
+        "hub", "EleutherAI/hendrycks_math", "test")
 
 
 def test_bad_hub_row_names_config_row_and_field(monkeypatch):
@@ -383,7 +384,8 @@ def test_real_archive(shared_data, real_docs):
     # Every solution has a boxed answer that normalises to something (load() also insists).
     assert all(last_boxed(d["solution"]) is not None and d["answer"] for d in docs)
     assert docs[0]["id"] == "algebra/1" and docs[0]["answer"] == "2"
-    assert task.source_description.startswith("release file")
+    source = task.source(shared_data)
+    assert (source.kind, source.location, source.split) == ("release", "math/MATH_test.tar.gz", "test")
 
 
 def test_real_prompts_fit_the_window_but_one(shared_data, real_docs, llama_tokenizer_path):

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES, SAMPLE_DATA, SHARED_DATA
+from conftest import FIXTURES, SAMPLE_DATA, SHARED_DATA, make_settings
 
 from llama_eval.errors import UserError
 from llama_eval.requests import GenerationResult
 from llama_eval.tasks import data
-from llama_eval.tasks.base import Settings
+
 from llama_eval.tasks.mbpp import MBPP, mbpp_program
 
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
 
-CODE = Settings(allow_code_execution=True)
+CODE = make_settings(allow_code_execution=True)
 SQUARE_SUM = "def square_sum(n):\n    return sum(i * i for i in range(1, n + 1))\n"  # passes doc 11
 
 
@@ -64,12 +64,12 @@ def test_release_file_gives_the_test_range_and_the_three_fixed_shots():
     assert docs[0]["code"] == SQUARE_SUM  # "\r\n" and the stray final "\r" became "\n"
     assert docs[2]["setup"] == "r1 = Rect(2, 3)\nr2 = Rect(5, 5)\nr3 = Rect(0, 7)"
     assert docs[1]["tests"][1] == 'assert remove_repeated_words("one") == "one" '  # verbatim
-    assert task.source_description.startswith("release file mbpp/mbpp.jsonl")
+    assert task.source(SAMPLE_DATA).location == "mbpp/mbpp.jsonl"
     for seed in (1, 99):
-        assert task.select_shots(docs[seed % 3], shots, 3, Settings(seed=seed)) == shots
-    assert task.select_shots(docs[0], shots, 1, Settings()) == shots[:1]
+        assert task.select_shots(docs[seed % 3], shots, 3, make_settings(seed=seed)) == shots
+    assert task.select_shots(docs[0], shots, 1, make_settings()) == shots[:1]
     with pytest.raises(UserError, match="task mbpp: --shots 4 asked for but its few-shot pool holds 3 examples"):
-        task.select_shots(docs[0], shots, 4, Settings())
+        task.select_shots(docs[0], shots, 4, make_settings())
 
 
 def write_release(tmp_path: Path, rows: list[dict]) -> Path:
@@ -106,13 +106,13 @@ def fake_hub(hf_dataset, split=None):
 
 def test_hub_and_release_rows_give_identical_requests(monkeypatch):
     monkeypatch.setattr(data, "load_hf", fake_hub)
-    settings = Settings(seed=3, samples=80)
+    settings = make_settings(seed=3, samples=80)
     built = []
     for task, data_dir in ((MBPP(), SAMPLE_DATA), (hub := MBPP(), None)):
         docs, pool = task.load(data_dir), task.load_shots(data_dir)
         built.append([task.requests(d, task.select_shots(d, pool, 3, settings), settings) for d in docs])
     assert len(built[0]) == 3 and built[0] == built[1]
-    assert hub.source_description == "Hugging Face dataset google-research-datasets/mbpp (full, test)"
+    assert hub.source(None).describe() == "Hugging Face dataset google-research-datasets/mbpp/full (test)"
 
 
 # -- prompt and requests ------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_golden_prompt():
 
 def test_requests_share_one_header_and_use_the_papers_temperatures():
     task, docs, shots = demo()
-    requests = [task.requests(d, task.select_shots(d, shots, 3, Settings()), Settings(seed=9)) for d in docs]
+    requests = [task.requests(d, task.select_shots(d, shots, 3, make_settings()), make_settings(seed=9)) for d in docs]
     prompts = {r.prompt for reqs in requests for r in reqs}
     assert len(prompts) == 3 and all(p.startswith(SHOT_BLOCKS) for p in prompts)
     assert all(p.count("[BEGIN]") == 4 and p.count("[DONE]") == 3 for p in prompts)
@@ -160,18 +160,18 @@ def test_requests_share_one_header_and_use_the_papers_temperatures():
 def test_options_and_sample_counts():
     task, doc = MBPP(), demo()[1][0]
     with pytest.raises(UserError, match="--samples 79: pass@80 needs at least 80"):
-        task.requests(doc, [], Settings(samples=79))
-    [greedy] = task.requests(doc, [], Settings(options=(("mbpp_pass1", "greedy"), ("mbpp_k", "1"))))
+        task.requests(doc, [], make_settings(samples=79))
+    [greedy] = task.requests(doc, [], make_settings(options=(("mbpp_pass1", "greedy"), ("mbpp_k", "1"))))
     assert (greedy.temperature, greedy.n) == (0.0, 1)
-    low, high = task.requests(doc, [], Settings(samples=10, options=(("mbpp_k", "10,1"), ("mbpp_top_p", "1"))))
+    low, high = task.requests(doc, [], make_settings(samples=10, options=(("mbpp_k", "10,1"), ("mbpp_top_p", "1"))))
     assert (low.n, high.n, low.temperature, high.temperature, high.top_p) == (10, 10, 0.1, 0.8, 1.0)
-    assert [r.temperature for r in task.requests(doc, [], Settings(temperature=0.5))] == [0.5, 0.5]
+    assert [r.temperature for r in task.requests(doc, [], make_settings(temperature=0.5))] == [0.5, 0.5]
     for option, value in (("mbpp_k", "80"), ("mbpp_k", "1,x"), ("mbpp_k", "0,1"), ("mbpp_pass1", "best"),
                           ("mbpp_top_p", "0"), ("mbpp_top_p", "1.5")):
         with pytest.raises(UserError, match=f"--option {option}={re.escape(value)}"):
-            task.requests(doc, [], Settings(options=((option, value),)))
+            task.requests(doc, [], make_settings(options=((option, value),)))
     for value in ("0", "soon"):
-        settings = Settings(allow_code_execution=True, options=(("mbpp_timeout", value),))
+        settings = make_settings(allow_code_execution=True, options=(("mbpp_timeout", value),))
         with pytest.raises(UserError, match=f"--option mbpp_timeout={value}"):
             task.score(doc, [GenerationResult(("x",))] * 2, settings)
 
@@ -180,7 +180,7 @@ def test_options_and_sample_counts():
 
 def test_grading_needs_allow_code_execution():
     with pytest.raises(UserError, match="--allow-code-execution"):
-        MBPP().score(demo()[1][0], [GenerationResult((SQUARE_SUM,))], Settings(samples=1, options=(("mbpp_k", "1"),)))
+        MBPP().score(demo()[1][0], [GenerationResult((SQUARE_SUM,))], make_settings(samples=1, options=(("mbpp_k", "1"),)))
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def fake_execution(monkeypatch):
 
 def test_grading_with_a_fake_sandbox(fake_execution):
     task, docs, _ = demo()
-    settings = Settings(samples=100, allow_code_execution=True, options=(("mbpp_timeout", "3"),))
+    settings = make_settings(samples=100, allow_code_execution=True, options=(("mbpp_timeout", "3"),))
     wrong = "def square_sum(n):\n    return n * n\n"
     low = (SQUARE_SUM,) * 60 + (wrong,) * 40
     high = (SQUARE_SUM,) * 5 + tuple(f"def square_sum(n):\n    return {i}\n" for i in range(95))
@@ -220,12 +220,12 @@ def test_grading_with_a_fake_sandbox(fake_execution):
 
 def test_pass_at_k_uses_each_regimes_own_samples(fake_execution):
     task, doc = MBPP(), demo()[1][0]
-    settings = Settings(samples=12, allow_code_execution=True, options=(("mbpp_k", "1,5,10"),))
+    settings = make_settings(samples=12, allow_code_execution=True, options=(("mbpp_k", "1,5,10"),))
     high = (SQUARE_SUM,) * 2 + tuple(f"def square_sum(n):\n    return {i}\n" for i in range(10))
     metrics = task.score(doc, [GenerationResult((SQUARE_SUM,) * 12), GenerationResult(high)], settings).metrics
     assert metrics == {"pass@1": 1.0, "pass@5": pytest.approx(comb_pass_at_k(12, 2, 5)),
                        "pass@10": pytest.approx(comb_pass_at_k(12, 2, 10))}
-    greedy = Settings(allow_code_execution=True, options=(("mbpp_pass1", "greedy"), ("mbpp_k", "1")))
+    greedy = make_settings(allow_code_execution=True, options=(("mbpp_pass1", "greedy"), ("mbpp_k", "1")))
     wrong = GenerationResult(("def square_sum(n):\n    return 0\n",))
     assert task.score(doc, [wrong], greedy).metrics == {"pass@1": 0.0}
 
@@ -245,7 +245,7 @@ def stub(code: str) -> str:
 
 def sandbox_outcomes(docs: list[dict]) -> list[tuple[dict, dict]]:
     """(metrics with the solution, metrics with stubs) per problem, graded by the real sandbox."""
-    task, settings = MBPP(), Settings(samples=1, allow_code_execution=True, options=(("mbpp_k", "1"),))
+    task, settings = MBPP(), make_settings(samples=1, allow_code_execution=True, options=(("mbpp_k", "1"),))
     return [(task.score(d, [GenerationResult((d["code"],))], settings).metrics,
              task.score(d, [GenerationResult((stub(d["code"]),))], settings).metrics) for d in docs]
 
@@ -269,7 +269,7 @@ def test_real_file_counts_and_shots(shared_data, real_mbpp):
     assert [d["task_id"] for d in docs] == list(range(11, 511))
     assert [s["task_id"] for s in shots] == [2, 3, 4]
     assert all(len(d["tests"]) == 3 and "\r" not in d["code"] + d["setup"] for d in docs + shots)
-    assert task.source_description == "release file mbpp/mbpp.jsonl, task ids 11-510 (500 problems)"
+    assert task.source(SHARED_DATA).sha256 is not None
     prompt = task.prompt(docs[0], shots)
     assert prompt.startswith("You are an expert Python programmer, and here is your task: Write a function to find "
                              "the similar elements from the given two tuple lists. Your code should pass these tests:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from llama_eval.model.checkpoint import load_checkpoint
-from llama_eval.model.llama import PRESETS, ModelArgs, build, count_parameters, init_random, preset
+from llama_eval.model.llama import ModelArgs, build, count_parameters, init_random
+from llama_eval.model.presets import PRESETS, preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -26,8 +28,8 @@ GROUPED_QUERY = dict(num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=
 def save_hf_model(folder: Path, **config) -> torch.nn.Module:
     """A random LlamaForCausalLM saved by transformers into `folder`, with the tiny tokenizer."""
     cfg = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=144, num_hidden_layers=2,
-        max_position_embeddings=128, **config,
+        **{"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 144, "num_hidden_layers": 2,
+           "max_position_embeddings": 128, **config},
     )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).eval()
@@ -135,7 +137,7 @@ def test_cached_decoding_equals_full_forward():
 
 
 def test_presets_are_looked_up_exactly():
-    assert preset("7b") is PRESETS["7b"]
+    assert preset("7b") is PRESETS["7b"].args
     assert preset("llama2-70b").kv_heads == 8
     with pytest.raises(KeyError, match=r"unknown model preset '7B'\. Did you mean 7b"):
         preset("7B")
@@ -160,3 +162,75 @@ PUBLISHED_PARAMETERS = {
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMETERS))
 def test_preset_sizes_match_the_released_models(name):
     assert count_parameters(build(preset(name))) == PUBLISHED_PARAMETERS[name]
+
+
+# ---------------------------------------------------------------------------- the Llama 3 family
+
+# The shapes of Llama 3, 3.1 and 3.2 at toy sizes: RoPE base 500,000, grouped-query attention,
+# 3.1's "llama3" RoPE scaling (factor 8), 3.2's (factor 32) with tied embeddings.
+_LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "original_max_position_embeddings": 8192}
+LLAMA3_SHAPES = {
+    "llama3": dict(num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
+                   max_position_embeddings=8192),
+    "llama3.1": dict(num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
+                     rope_scaling=_LLAMA31_ROPE, max_position_embeddings=131072),
+    "llama3.2": dict(num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
+                     rope_scaling={**_LLAMA31_ROPE, "factor": 32.0}, max_position_embeddings=131072,
+                     tie_word_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LLAMA3_SHAPES))
+def test_llama3_family_logits_equal_transformers(tmp_path, shape):
+    hf = save_hf_model(tmp_path, **LLAMA3_SHAPES[shape])
+    loaded = load_checkpoint(tmp_path, device="cpu", dtype="float32")
+    args = loaded.info.args
+    assert args.rope_theta == 500000.0 and args.max_seq_len == 8192  # 3.1's 131,072 capped by default
+    assert args.tie_embeddings == (shape == "llama3.2")
+    tokens = random_tokens(2, 24)
+    # Far positions: the scaled (long-wavelength) RoPE frequencies turn by a visible angle there.
+    positions = torch.arange(9000, 9024)
+    with torch.no_grad():
+        ours = loaded.model(tokens, positions)
+        theirs = hf(tokens, position_ids=positions.expand(2, -1)).logits
+        assert (ours - theirs).abs().max().item() <= 1e-4
+        if args.rope_scaling is not None:  # the comparison sees the scaling
+            loaded.model.args = dataclasses.replace(args, rope_scaling=None)
+            assert (loaded.model(tokens, positions) - theirs).abs().max().item() > 1e-2
+
+
+def test_older_transformers_rope_keys_give_the_same_config(tmp_path):
+    """transformers < 5 writes rope_theta top-level and the scaling under rope_scaling."""
+    save_hf_model(tmp_path / "new", **LLAMA3_SHAPES["llama3.2"])
+    new = load_checkpoint(tmp_path / "new", device="cpu").info.args
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    rope = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    cfg["rope_scaling"] = rope
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert load_checkpoint(tmp_path / "old", device="cpu").info.args == new
+    assert new.rope_scaling.factor == 32.0 and new.rope_scaling.original_max_len == 8192
+
+
+# Published shapes (config.json of meta-llama's repositories): hidden, layers, heads, kv heads,
+# intermediate size, RoPE factor, tied; and the parameter counts transformers reports for them.
+LLAMA3_PUBLISHED = {
+    "llama3-8b": ((4096, 32, 32, 8, 14336, None, False), 8_030_261_248),
+    "llama3-70b": ((8192, 80, 64, 8, 28672, None, False), 70_553_706_496),
+    "llama3.1-8b": ((4096, 32, 32, 8, 14336, 8.0, False), 8_030_261_248),
+    "llama3.1-70b": ((8192, 80, 64, 8, 28672, 8.0, False), 70_553_706_496),
+    "llama3.2-1b": ((2048, 16, 32, 8, 8192, 32.0, True), 1_235_814_400),
+    "llama3.2-3b": ((3072, 28, 24, 8, 8192, 32.0, True), 3_212_749_824),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LLAMA3_PUBLISHED))
+def test_llama3_presets_have_the_published_shapes(name):
+    a = preset(name)
+    scaling = a.rope_scaling.factor if a.rope_scaling else None
+    shape, n_params = LLAMA3_PUBLISHED[name]
+    assert (a.dim, a.n_layers, a.n_heads, a.kv_heads, a.ffn_dim, scaling, a.tie_embeddings) == shape
+    assert (a.vocab_size, a.rope_theta, a.norm_eps) == (128256, 500000.0, 1e-5)
+    assert count_parameters(build(a)) == n_params

@@ -3,7 +3,8 @@
 Multi-process tests start 2 ranks with the environment torchrun would give them and compare
 what rank 0 reports with a single-process run of the same checkpoint in the test process.
 The checkpoint is a random tiny model written here in Meta's layout as 1, 2 and 4
-model-parallel shards, split by this file's own table of fairscale's layers.
+model-parallel shards, split by this file's own table of fairscale's layers, and another one
+saved by transformers in Hugging Face's layout (safetensors).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +24,11 @@ import torch
 
 from llama_eval import parallel
 from llama_eval.engine.generation import Generator
-from llama_eval.engine.scoring import Scorer, build_trie, full_vocab_logprobs
+from llama_eval.engine.scoring import Scorer, build_trie, default_batch_tokens, full_vocab_logprobs
 from llama_eval.errors import UserError
 from llama_eval.model.checkpoint import load_checkpoint
-from llama_eval.model.llama import PRESETS, ModelArgs, build, init_random
+from llama_eval.model.llama import ModelArgs, build, init_random
+from llama_eval.model.presets import preset
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest as G
 from llama_eval.requests import LoglikelihoodRequest as R
@@ -59,14 +62,34 @@ def write_meta_checkpoint(folder: Path, state: dict[str, torch.Tensor], n_shards
     return folder
 
 
+def write_hf_checkpoint(folder: Path) -> Path:
+    """A random LlamaForCausalLM of PARAMS' shape saved by transformers (safetensors), 2 files."""
+    transformers = pytest.importorskip("transformers")
+    args = ModelArgs(**{k: v for k, v in PARAMS.items() if k != "vocab_size"})
+    cfg = transformers.LlamaConfig(vocab_size=Tokenizer(TOKENIZER).vocab_size, hidden_size=args.dim,
+                                   intermediate_size=args.ffn_dim, num_hidden_layers=args.n_layers,
+                                   num_attention_heads=args.n_heads, num_key_value_heads=args.kv_heads,
+                                   rms_norm_eps=args.norm_eps, max_position_embeddings=256)
+    torch.manual_seed(4)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():  # sharper than transformers' std 0.02, so a wrong slice shows
+            p.copy_(torch.randn(p.shape) / p.shape[-1] ** 0.5)
+    model.save_pretrained(folder, max_shard_size="100KB")
+    shutil.copy(TOKENIZER, folder / "tokenizer.model")
+    return folder
+
+
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[int, Path]:
-    """{number of shards: folder} of one random model."""
+def checkpoints(tmp_path_factory) -> dict[int | str, Path]:
+    """{number of shards: Meta folder} of one random model, and "hf": another one's HF folder."""
     tok = Tokenizer(TOKENIZER)
     args = ModelArgs(**{k: v for k, v in PARAMS.items() if k != "vocab_size"}, vocab_size=tok.vocab_size)
     state = init_random(build(args, "cpu"), seed=3).state_dict()
     root = tmp_path_factory.mktemp("meta")
-    return {n: write_meta_checkpoint(root / f"shards{n}", state, n) for n in SHARDS}
+    # "hf" first: the TP scenario's last model, which it probes directly, is then a Meta one.
+    folders: dict[int | str, Path] = {"hf": write_hf_checkpoint(root / "hf")}
+    return folders | {n: write_meta_checkpoint(root / f"shards{n}", state, n) for n in SHARDS}
 
 
 def score_requests() -> list[R]:
@@ -146,14 +169,18 @@ def _worker(rank: int, world: int, port: int, scenario: str, out: str, kw: dict)
 
 def _tp_scenario(dist, checkpoints, **_):
     """Each checkpoint loaded on 2 tensor-parallel ranks: scores, completions, raw log-probs."""
-    report = {"local_heads": [], "scores": {}, "generations": {}}
+    report = {"local_heads": [], "scores": {}, "generations": {}, "args": {}, "default_batch": {}}
     for n, folder in checkpoints.items():
         loaded = parallel.load_tensor_parallel(folder, dist, "cpu", "float32")
         model = loaded.model
-        wq = model.layers[0].attention.wq.weight
-        report["local_heads"].append((model.args.n_heads, model.args.kv_heads, wq.shape))
+        attention = model.layers[0].attention
+        report["local_heads"].append((attention.n_heads, attention.kv_heads, attention.wq.weight.shape))
+        report["args"][n] = model.args
+        report["default_batch"][n] = Scorer(model, loaded.tokenizer).batch_tokens
         scorer = Scorer(model, loaded.tokenizer, batch_tokens=64, token_logprobs=parallel.vocab_parallel_logprobs)
         report["scores"][n] = scorer.loglikelihood(score_requests())
+        if n == "hf":
+            continue
         gen = Generator(model, loaded.tokenizer, max_batch=4, max_len=128)
         report["generations"][n] = gen.generate(generation_requests())
     # The log-prob function alone, on random hidden rows (same on both ranks).
@@ -224,6 +251,7 @@ def tp_reports(checkpoints, tmp_path_factory):
     return launch("tp", tmp_path_factory.mktemp("tp"), tp=2, checkpoints=checkpoints)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_shards", SHARDS)
 def test_tensor_parallel_scores_equal_one_process(tp_reports, reference, n_shards):
     ref_scores = reference[0]
@@ -244,8 +272,29 @@ def test_tensor_parallel_generation_equals_one_process(tp_reports, reference, n_
 def test_each_rank_holds_half_the_heads(tp_reports):
     # 8 query heads and 4 kv heads of size 8 over 2 ranks.
     for report in tp_reports:
-        assert report["local_heads"] == [(4, 2, torch.Size([32, 64]))] * len(SHARDS)
+        assert report["local_heads"] == [(4, 2, torch.Size([32, 64]))] * (len(SHARDS) + 1)
         assert report["info_args"].n_heads == 8  # the checkpoint's description stays whole
+
+
+def test_a_sharded_model_keeps_its_own_config(tp_reports, reference):
+    # model.args is the whole model's, so nothing sized from it (the scorer's default token
+    # budget, twice the residual width) changes with --tp.
+    one_process = reference[2].model
+    for report in tp_reports:
+        for n, args in report["args"].items():
+            assert args == one_process.args if n != "hf" else args.dim == one_process.args.dim == PARAMS["dim"]
+            assert report["default_batch"][n] == default_batch_tokens(one_process.args) == Scorer(
+                one_process, reference[2].tokenizer).batch_tokens
+
+
+def test_tensor_parallel_reads_hugging_face_safetensors(tp_reports, checkpoints):
+    loaded = load_checkpoint(checkpoints["hf"], "cpu", "float32")
+    assert loaded.info.format == "hf" and len(loaded.info.files) > 4  # several safetensors shards
+    want = Scorer(loaded.model, loaded.tokenizer, batch_tokens=64).loglikelihood(score_requests())
+    for report in tp_reports:
+        got = report["scores"]["hf"]
+        assert [r.is_greedy for r in got] == [r.is_greedy for r in want]
+        np.testing.assert_allclose([r.logprob for r in got], [r.logprob for r in want], atol=1e-4, rtol=0)
 
 
 def test_vocab_parallel_logprobs_equal_full_computation(tp_reports, reference):
@@ -264,6 +313,7 @@ def test_vocab_parallel_logprobs_equal_full_computation(tp_reports, reference):
 # ---------------------------------------------------------------------------- data parallel
 
 
+@pytest.mark.slow
 def test_data_parallel_results_equal_one_process(checkpoints, reference, tmp_path):
     reports = launch("dp", tmp_path, tp=1, checkpoints=checkpoints)
     ref_scores, ref_gens, _ = reference
@@ -279,6 +329,7 @@ def test_data_parallel_results_equal_one_process(checkpoints, reference, tmp_pat
     assert other["cached"] == [0, "from rank 0"]
 
 
+@pytest.mark.slow
 def test_data_and_tensor_parallel_combine(checkpoints, reference, tmp_path):
     reports = launch("dp_tp", tmp_path, world=4, tp=2, checkpoints=checkpoints)
     assert [r["groups"] for r in reports] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # ranks 0, 1 hold one copy
@@ -350,6 +401,7 @@ def test_split_more_ranks_than_groups():
 # ---------------------------------------------------------------------------- failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, tp", [("raise", 2), ("exit", 1), ("hang", 1)])
 def test_a_failing_rank_stops_the_run_with_a_clear_error(checkpoints, tmp_path, how, tp):
     timeout_s = 2
@@ -377,28 +429,27 @@ def test_no_torchrun_means_no_dist(monkeypatch):
 
 def test_tp_must_split_the_model_evenly():
     with pytest.raises(UserError, match="query heads 52.*use one of --tp 1, 2, 4"):
-        parallel.TPLayout.check(PRESETS["33b"], 8)
-    parallel.TPLayout.check(PRESETS["65b"], 8)
-    parallel.TPLayout.check(PRESETS["llama2-70b"], 16)  # 8 kv heads, each on 2 ranks
+        parallel.TPLayout.check(preset("33b"), 8)
+    parallel.TPLayout.check(preset("65b"), 8)
+    parallel.TPLayout.check(preset("llama2-70b"), 16)  # 8 kv heads, each on 2 ranks
 
 
-def test_four_ranks_slice_two_shards_and_share_kv_heads():
+def test_four_ranks_slice_two_shards_and_share_kv_heads(tmp_path):
     """tiny: 4 query heads, 2 kv heads. On 4 ranks each rank holds one query head and the kv
-    head it reads (query heads 0, 1 read kv head 0), read from 2 Meta shards."""
-    args = PRESETS["tiny"]
-    args = ModelArgs(**{**args.__dict__, "vocab_size": 320})
+    head it reads (query heads 0, 1 read kv head 0), read from 2 Meta shards by the loading
+    pipeline (no process group: building the layers needs only the rank's place)."""
+    args = ModelArgs(**{**preset("tiny").__dict__, "vocab_size": 320})
     state = init_random(build(args, "cpu"), seed=5).state_dict()
-    shards = [{} for _ in range(2)]
-    for name, t in state.items():
-        dim = META_SPLIT.get(name.split(".")[-2])
-        for s in range(2):
-            shards[s][name] = t if dim is None else t.chunk(2, dim)[s]
-    full_shapes = {k: v.shape for k, v in state.items()}
+    folder = write_meta_checkpoint(tmp_path / "m", state, 2)
+    (folder / "params.json").write_text(json.dumps({"dim": args.dim, "n_layers": args.n_layers, "n_heads": args.n_heads,
+                                                    "n_kv_heads": args.kv_heads, "multiple_of": args.multiple_of,
+                                                    "norm_eps": args.norm_eps, "vocab_size": -1}))
     ranks = []
     for r in range(4):
-        layout = parallel.TPLayout(args, 4, r)
-        split = {n: META_SPLIT.get(n.split(".")[-2]) for n in state}
-        ranks.append(parallel.read_rank_state(shards, layout, full_shapes, split.get, "cpu", torch.float32, "test"))
+        place = SimpleNamespace(tp=4, tp_rank=r)
+        loaded = load_checkpoint(folder, "cpu", "float32", sharding=lambda a: parallel.TensorParallel(a, place))
+        assert loaded.model.args == loaded.info.args and loaded.model.args.n_heads == 4
+        ranks.append(loaded.model.state_dict())
     D = args.head_dim
     for name in ("layers.1.attention.wq.weight", "layers.0.feed_forward.w1.weight", "output.weight"):
         torch.testing.assert_close(torch.cat([s[name] for s in ranks], 0), state[name], rtol=0, atol=0)
@@ -409,4 +460,3 @@ def test_four_ranks_slice_two_shards_and_share_kv_heads():
         wk = state["layers.0.attention.wk.weight"]
         torch.testing.assert_close(s["layers.0.attention.wk.weight"], wk[kv * D : (kv + 1) * D], rtol=0, atol=0)
         torch.testing.assert_close(s["tok_embeddings.weight"], state["tok_embeddings.weight"], rtol=0, atol=0)
-        assert parallel.TPLayout(args, 4, r).local_args().n_heads == 1

@@ -11,7 +11,8 @@ from llama_eval.errors import UserError
 import torch
 
 from llama_eval.cli import main
-from llama_eval.model.llama import build, count_parameters, preset
+from llama_eval.model.llama import build, count_parameters
+from llama_eval.model.presets import preset
 from llama_eval.parallel_plan import GIB, cmd_plan_text, plan_memory
 
 from conftest import TINY_TOKENIZER as TOKENIZER  # noqa: E402

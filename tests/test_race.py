@@ -22,11 +22,11 @@ from llama_eval.errors import UserError
 from llama_eval.requests import LoglikelihoodRequest as R
 from llama_eval.requests import LoglikelihoodResult
 from llama_eval.tasks import data
-from llama_eval.tasks.base import Settings
+
 from llama_eval.tasks.data import DataMismatchWarning
 from llama_eval.tasks.race import RACEHigh, RACEMiddle
 
-from conftest import FIXTURES, SAMPLE_DATA
+from conftest import FIXTURES, SAMPLE_DATA, make_settings
 
 SOURCE_COMMIT_TIME = 1555360926  # member mtime of the release archive (PROVENANCE.md, RACE)
 
@@ -78,8 +78,8 @@ DEMO = {
     },
 }
 DEMO_ARCHIVE = SAMPLE_DATA / "race" / "RACE_test.tar.gz"
-SETTINGS = Settings()
-CALIBRATED = Settings(options=(("race_scoring", "calibrated"),))
+SETTINGS = make_settings()
+CALIBRATED = make_settings(options=(("race_scoring", "calibrated"),))
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
 
 
@@ -251,13 +251,13 @@ def test_calibrated_rule_is_an_option():
     assert s.metrics == {"acc": 1.0, "acc_raw": 0.0, "acc_chars": 0.0, "acc_calibrated": 1.0}
     assert s.prediction == "3"
     assert s.extra["calibration_logprobs"] == [-0.5, -9.0, -9.0, -9.0]
-    bare = Settings(options=(("race_scoring", "calibrated"), ("race_calibration_context", "A: ")))
+    bare = make_settings(options=(("race_scoring", "calibrated"), ("race_calibration_context", "A: ")))
     assert {r.context for r in RACEHigh().requests(doc, [], bare)[4:]} == {"A: "}
 
 
 def test_unknown_rule_is_refused():
     with pytest.raises(UserError, match="race_scoring=raw: must be one of chars, calibrated"):
-        RACEMiddle().requests(demo_doc(), [], Settings(options=(("race_scoring", "raw"),)))
+        RACEMiddle().requests(demo_doc(), [], make_settings(options=(("race_scoring", "raw"),)))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES, SAMPLE_DATA
+from conftest import FIXTURES, SAMPLE_DATA, make_settings
 
 from llama_eval.errors import UserError
 from llama_eval.metrics import pass_at_k
 from llama_eval.requests import GenerationResult
 from llama_eval.tasks import data, get_task
-from llama_eval.tasks.base import Settings
+
 from llama_eval.tasks.nq_open import QAFormat, clean_answer, detokenize_dpr, fit_shots, qa_prompt, undo_double_quoting
 from llama_eval.tasks.triviaqa import shot_answer
 
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
 
 GENERATION_TASKS = ("nq_open", "triviaqa", "gsm8k", "humaneval")
-CODE = Settings(allow_code_execution=True)
+CODE = make_settings(allow_code_execution=True)
 
 
 def rows(relpath: str) -> list[dict]:
@@ -71,7 +71,7 @@ def test_nq_prompt_reproduces_the_papers_figure_3():
                                         "A: Frank Sinatra\n"
                                         "Q: Who wrote the book the origin of species?\n"
                                         "A:")
-    [req] = task.requests(doc, [shot], Settings(seed=7))
+    [req] = task.requests(doc, [shot], make_settings(seed=7))
     assert req.prompt == task.prompt(doc, [shot])
     assert (req.until, req.temperature, req.n, req.seed, req.max_new_tokens) == (("\n",), 0.0, 1, 7, 32)
 
@@ -88,7 +88,7 @@ def test_triviaqa_prompt_reproduces_the_papers_figure_3():
 
 def test_qa_prompt_options():
     doc, shots = qa("who is it"), [qa("what is one", "1"), qa("what is two?", "2")]
-    settings = Settings(options=(("qa_separator", "blank"), ("qa_question", "raw"), ("qa_answer_space", "yes")))
+    settings = make_settings(options=(("qa_separator", "blank"), ("qa_question", "raw"), ("qa_answer_space", "yes")))
     [req] = get_task("nq_open").requests(doc, shots, settings)
     assert req.prompt == "Answer these questions:\nQ: what is one\nA: 1\n\nQ: what is two?\nA: 2\n\nQ: who is it\nA: "
     fmt = QAFormat()
@@ -103,7 +103,7 @@ def test_qa_prompt_options():
 ])
 def test_qa_bad_options_are_user_errors(option, value, message):
     with pytest.raises(UserError, match=f"{option}={value}.*{message}"):
-        get_task("triviaqa").requests(qa("q"), [], Settings(options=((option, value),)))
+        get_task("triviaqa").requests(qa("q"), [], make_settings(options=((option, value),)))
 
 
 # -- NQ and TriviaQA: answers and grading ---------------------------------------------------------
@@ -131,7 +131,7 @@ def test_qa_grading_with_fake_results(name):
     cases = {" Mars.\nQ: next": 1.0, " the planet Mars": 1.0, " Mars the red planet": 0.0,
              " MARS, the red one": 1.0, " Venus": 0.0, "": 0.0}
     for completion, expected in cases.items():
-        score = task.score(doc, [GenerationResult((completion,))], Settings())
+        score = task.score(doc, [GenerationResult((completion,))], make_settings())
         assert score.metrics == {"exact_match": expected}, completion
         assert score.extra == {"completion": completion}
     assert score.gold == "Planet Mars | Mars"
@@ -145,20 +145,20 @@ def long_pool(n: int, width: int) -> list[dict]:
 
 def test_64_shots_that_fit_are_all_kept():
     task, doc, pool = get_task("nq_open"), qa("who is it"), long_pool(100, 10)
-    shots = task.select_shots(doc, pool, 64, Settings())
+    shots = task.select_shots(doc, pool, 64, make_settings())
     assert len(shots) == 64
     assert len(task.prompt(doc, shots)) <= QAFormat.char_budget
 
 
 def test_64_shots_over_the_budget_drop_the_farthest_first():
     task, doc, pool = get_task("triviaqa"), qa("who is it"), long_pool(100, 60)
-    unlimited = Settings(options=(("qa_char_budget", "100000"),))
+    unlimited = make_settings(options=(("qa_char_budget", "100000"),))
     drawn = task.select_shots(doc, pool, 64, unlimited)
-    assert len(drawn) == 64 and len(qa_prompt(doc, drawn, QAFormat.from_settings(unlimited))) > 5500
-    kept = task.select_shots(doc, pool, 64, Settings())
+    assert len(drawn) == 64 and len(qa_prompt(doc, drawn, QAFormat.from_settings(task, unlimited))) > 5500
+    kept = task.select_shots(doc, pool, 64, make_settings())
     assert 0 < len(kept) < 64
     assert kept == drawn[64 - len(kept):]  # a tail: the shots nearest the question stay
-    [req] = task.requests(doc, kept, Settings())
+    [req] = task.requests(doc, kept, make_settings())
     assert len(req.prompt) <= 5500 < len(qa_prompt(doc, drawn[63 - len(kept):], QAFormat()))  # one more would not fit
 
 
@@ -173,10 +173,10 @@ def test_budget_counts_the_chosen_format_and_can_drop_every_shot():
 def test_shots_are_drawn_per_document_and_never_the_document_itself():
     task, pool = get_task("nq_open"), long_pool(30, 5)
     doc = dict(pool[3])
-    a = task.select_shots(doc, pool, 5, Settings(seed=1))
-    assert a == task.select_shots(doc, list(reversed(pool))[::-1], 5, Settings(seed=1))
-    assert a != task.select_shots(doc, pool, 5, Settings(seed=2))
-    assert all(s["id"] != doc["id"] for s in task.select_shots(doc, pool, 29, Settings()))
+    a = task.select_shots(doc, pool, 5, make_settings(seed=1))
+    assert a == task.select_shots(doc, list(reversed(pool))[::-1], 5, make_settings(seed=1))
+    assert a != task.select_shots(doc, pool, 5, make_settings(seed=2))
+    assert all(s["id"] != doc["id"] for s in task.select_shots(doc, pool, 29, make_settings()))
 
 
 # -- NQ and TriviaQA: data -----------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_nq_release_files():
     docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert len(docs) == 5 and len(pool) == 8
     assert docs[2]["answers"] == ["four", "4"] and docs[2]["id"].startswith("nq-")
-    assert "NQ-open.dev.jsonl" in task.source_description
+    assert task.source(SAMPLE_DATA).location == "nq_open/NQ-open.dev.jsonl"
     shown = [d["answer"] for d in pool]
     assert shown[1:5] == ["March 31, 1889", "the Ingres Museum", "McDonald's", "Electroencephalography (EEG)"]
     assert pool[2]["answers"] == ["the Ingres Museum", "Château d'Amboise"]
@@ -198,7 +198,9 @@ def test_triviaqa_release_files_and_source_record():
     assert docs[1]["question"] == 'Who wrote the novel "Nineteen Eighty-Four"?'  # CSV-quoted twice in the file
     assert docs[4]["question"] == '"Elementary, my dear Watson" is a phrase linked with which fictional detective?'
     assert docs[0]["answers"] == ["Planet Mars", "Mars", "Mars (planet)", "♂"]
-    assert "UNFILTERED" in task.source_description and "topics.dpr.trivia.test.txt" in task.source_description
+    source = task.source(SAMPLE_DATA)
+    assert source.variant == "unfiltered" and source.location == "triviaqa/topics.dpr.trivia.test.txt"
+    assert task.source(None).variant == "filtered"
     assert [d["answer"] for d in pool] == ["Au", "Titanic", "Mozart", "Pacific", "1989", "Sweden"]
 
 
@@ -270,16 +272,15 @@ def fake_hub(hf_dataset, split=None):
 
 @pytest.mark.parametrize("name,shots", [("nq_open", 5), ("triviaqa", 5), ("gsm8k", 8), ("humaneval", 0)])
 def test_hub_and_release_rows_give_identical_requests(name, shots, monkeypatch):
-    settings = Settings(seed=3, samples=100)
+    settings = make_settings(seed=3, samples=100)
     release, hub = get_task(name), get_task(name)
     monkeypatch.setattr(data, "load_hf", fake_hub)
     built = []
     for task, data_dir in ((release, SAMPLE_DATA), (hub, None)):
         docs, pool = task.load(data_dir), task.load_shots(data_dir) if shots else []
         built.append([task.requests(d, task.select_shots(d, pool, shots, settings), settings) for d in docs])
-        assert task.source_description
     assert built[0] == built[1]
-    assert "Hugging Face" in hub.source_description and "release file" in release.source_description
+    assert hub.source(None).kind == "hub" and release.source(SAMPLE_DATA).kind == "release"
 
 
 def test_triviaqa_hub_golds_include_the_value():
@@ -296,8 +297,8 @@ def test_gsm8k_prompt_uses_the_first_eight_train_problems():
     task = get_task("gsm8k")
     docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert docs[1]["answer"] == "2400" and docs[2]["answer"] == "-7"
-    shots = task.select_shots(docs[0], pool, 8, Settings(seed=1))
-    assert shots == pool[:8] == task.select_shots(docs[2], pool, 8, Settings(seed=99))
+    shots = task.select_shots(docs[0], pool, 8, make_settings(seed=1))
+    assert shots == pool[:8] == task.select_shots(docs[2], pool, 8, make_settings(seed=99))
     prompt = task.prompt(docs[0], shots)
     assert prompt.startswith("Question: Ana reads 15 pages a day. How many pages does she read in a week?\n"
                              "Answer: In a week she reads 15 * 7 = 105 pages.\n#### 105\n\n"
@@ -310,17 +311,17 @@ def test_gsm8k_prompt_uses_the_first_eight_train_problems():
 def test_gsm8k_sampling_regimes():
     task = get_task("gsm8k")
     doc = task.load(SAMPLE_DATA)[0]
-    greedy, sampled = task.requests(doc, [], Settings(seed=5))
+    greedy, sampled = task.requests(doc, [], make_settings(seed=5))
     assert (greedy.temperature, greedy.n, greedy.until, greedy.max_new_tokens) == (0.0, 1, ("\n\n", "Question:"), 256)
     assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 100, 5)
-    [only] = task.requests(doc, [], Settings(samples=0))
+    [only] = task.requests(doc, [], make_settings(samples=0))
     assert only.temperature == 0.0
-    other = task.requests(doc, [], Settings(samples=7, temperature=0.3, options=(("gsm8k_top_p", "0.9"),)))[1]
+    other = task.requests(doc, [], make_settings(samples=7, temperature=0.3, options=(("gsm8k_top_p", "0.9"),)))[1]
     assert (other.temperature, other.top_p, other.n) == (0.3, 0.9, 7)
     with pytest.raises(UserError, match="gsm8k_top_p=1.5"):
-        task.requests(doc, [], Settings(options=(("gsm8k_top_p", "1.5"),)))
+        task.requests(doc, [], make_settings(options=(("gsm8k_top_p", "1.5"),)))
     with pytest.raises(UserError, match="--samples -1"):
-        task.requests(doc, [], Settings(samples=-1))
+        task.requests(doc, [], make_settings(samples=-1))
 
 
 def test_gsm8k_grading_with_fake_results():
@@ -328,14 +329,14 @@ def test_gsm8k_grading_with_fake_results():
     doc = task.load(SAMPLE_DATA)[1]  # gold 2,400
     samples = (" ... #### 2,400", " so 2400 dollars.", " #### 2400.00", " #### 600", " #### 600", " no idea")
     score = task.score(doc, [GenerationResult((" It makes $2,400 in 4 days.\n#### 2400",)), GenerationResult(samples)],
-                       Settings(samples=6))
+                       make_settings(samples=6))
     assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
     assert (score.prediction, score.gold) == ("2400", "2400")
     assert score.extra["majority"] == "2400" and score.extra["votes"] == 3 and score.extra["no_answer"] == 1
     votes = GenerationResult((" #### 600", " #### 600", " #### 2400"))
-    wrong = task.score(doc, [GenerationResult((" #### 240",)), votes], Settings(samples=3))
+    wrong = task.score(doc, [GenerationResult((" #### 240",)), votes], make_settings(samples=3))
     assert wrong.metrics == {"acc": 0.0, "maj1@3": 0.0}
-    greedy_only = task.score(doc, [GenerationResult((" The answer is 2400.",))], Settings(samples=0))
+    greedy_only = task.score(doc, [GenerationResult((" The answer is 2400.",))], make_settings(samples=0))
     assert greedy_only.metrics == {"acc": 1.0}
 
 
@@ -352,7 +353,7 @@ def test_humaneval_prompt_and_default_regimes():
     task = get_task("humaneval")
     docs = task.load(SAMPLE_DATA)
     assert [d["id"] for d in docs] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
-    low, high = task.requests(docs[2], [], Settings(seed=9))
+    low, high = task.requests(docs[2], [], make_settings(seed=9))
     assert low.prompt == docs[2]["prompt"] and low.prompt.startswith("from typing import List\n")
     assert low.until == ("\nclass", "\ndef", "\n#", "\nif", "\nprint") and low.max_new_tokens == 512
     assert (low.temperature, low.top_p, low.n, low.seed) == (0.1, 0.95, 200, 9)
@@ -362,23 +363,23 @@ def test_humaneval_prompt_and_default_regimes():
 def test_humaneval_options_and_sample_counts():
     task, doc = get_task("humaneval"), {"prompt": "def f():\n"}
     with pytest.raises(UserError, match="--samples 50: pass@100 needs at least 100"):
-        task.requests(doc, [], Settings(samples=50))
-    [greedy] = task.requests(doc, [], Settings(options=(("humaneval_pass1", "greedy"), ("humaneval_k", "1"))))
+        task.requests(doc, [], make_settings(samples=50))
+    [greedy] = task.requests(doc, [], make_settings(options=(("humaneval_pass1", "greedy"), ("humaneval_k", "1"))))
     assert (greedy.temperature, greedy.n) == (0.0, 1)
-    low, high = task.requests(doc, [], Settings(samples=10, options=(("humaneval_k", "10,1"),)))
+    low, high = task.requests(doc, [], make_settings(samples=10, options=(("humaneval_k", "10,1"),)))
     assert (low.n, high.n, high.temperature) == (10, 10, 0.8)
-    assert [r.temperature for r in task.requests(doc, [], Settings(temperature=0.5))] == [0.5, 0.5]
+    assert [r.temperature for r in task.requests(doc, [], make_settings(temperature=0.5))] == [0.5, 0.5]
     for option, value in (("humaneval_k", "10"), ("humaneval_k", "1,x"), ("humaneval_pass1", "best"),
                           ("humaneval_top_p", "0")):
         with pytest.raises(UserError, match=f"{option}={value}"):
-            task.requests(doc, [], Settings(options=((option, value),)))
+            task.requests(doc, [], make_settings(options=((option, value),)))
 
 
 def test_humaneval_grading_needs_allow_code_execution():
     task = get_task("humaneval")
     doc = task.load(SAMPLE_DATA)[0]
     with pytest.raises(UserError, match="--allow-code-execution"):
-        task.score(doc, [GenerationResult(("    return a + b\n",))], Settings())
+        task.score(doc, [GenerationResult(("    return a + b\n",))], make_settings())
 
 
 @pytest.fixture
@@ -401,7 +402,7 @@ def fake_execution(monkeypatch):
 def test_humaneval_grading_with_fake_sandbox(fake_execution):
     task = get_task("humaneval")
     doc = task.load(SAMPLE_DATA)[0]
-    settings = Settings(samples=100, allow_code_execution=True, options=(("humaneval_timeout", "3"),))
+    settings = make_settings(samples=100, allow_code_execution=True, options=(("humaneval_timeout", "3"),))
     low = ("    return a + b\n",) * 60 + ("    return a - b\n",) * 40
     high = ("    return a + b\n",) * 5 + tuple(f"    return {i}\n" for i in range(95))
     score = task.score(doc, [GenerationResult(low), GenerationResult(high)], settings)
@@ -417,13 +418,13 @@ def test_humaneval_grading_with_fake_sandbox(fake_execution):
 def test_humaneval_pass_at_k_uses_each_regimes_own_samples(fake_execution):
     task = get_task("humaneval")
     doc = task.load(SAMPLE_DATA)[0]
-    settings = Settings(samples=12, allow_code_execution=True, options=(("humaneval_k", "1,5,10"),))
+    settings = make_settings(samples=12, allow_code_execution=True, options=(("humaneval_k", "1,5,10"),))
     low = ("    return a + b\n",) * 12
     high = ("    return a + b\n",) * 2 + tuple(f"    return {i}\n" for i in range(10))
     metrics = task.score(doc, [GenerationResult(low), GenerationResult(high)], settings).metrics
     assert metrics == {"pass@1": 1.0, "pass@5": pytest.approx(pass_at_k(12, 2, 5)),
                        "pass@10": pytest.approx(pass_at_k(12, 2, 10))}
-    greedy = Settings(allow_code_execution=True, options=(("humaneval_pass1", "greedy"), ("humaneval_k", "1")))
+    greedy = make_settings(allow_code_execution=True, options=(("humaneval_pass1", "greedy"), ("humaneval_k", "1")))
     assert task.score(doc, [GenerationResult(("    return a - b\n",))], greedy).metrics == {"pass@1": 0.0}
 
 
@@ -431,7 +432,7 @@ def test_humaneval_canonical_solutions_pass_the_real_sandbox():
     execution = pytest.importorskip("llama_eval.execution")
     assert execution.check_many  # the sandbox exists: grade through it for real
     task = get_task("humaneval")
-    settings = Settings(samples=2, allow_code_execution=True, options=(("humaneval_k", "1,2"),))
+    settings = make_settings(samples=2, allow_code_execution=True, options=(("humaneval_k", "1,2"),))
     for doc in task.load(SAMPLE_DATA):
         good = task.score(doc, [GenerationResult((doc["canonical_solution"],) * 2)] * 2, settings)
         assert good.metrics == {"pass@1": 1.0, "pass@2": 1.0}, good.extra
@@ -467,7 +468,7 @@ def test_real_file_counts(shared_data, loaded, name, n_docs, n_pool):
     task, docs, pool = real(name, shared_data, loaded)
     assert len(docs) == n_docs and len({d["id"] for d in docs}) == n_docs
     assert len(pool) == n_pool
-    assert task.source_description.startswith("release file")
+    assert task.source(shared_data).kind == "release"
 
 
 def test_real_triviaqa_questions_are_decoded(shared_data, loaded):
@@ -486,7 +487,7 @@ def test_real_64_shot_prompts_fit_the_window(shared_data, loaded, llama_tokenize
     for name in ("nq_open", "triviaqa"):
         task, docs, pool = real(name, shared_data, loaded)
         for separator in ("none", "blank"):
-            settings = Settings(options=(("qa_separator", separator),))
+            settings = make_settings(options=(("qa_separator", separator),))
             for doc in docs[:: len(docs) // 50]:
                 [req] = task.requests(doc, task.select_shots(doc, pool, 64, settings), settings)
                 assert len(sp.encode(req.prompt)) + 1 + req.max_new_tokens <= 2048, (name, doc["id"])
@@ -498,5 +499,5 @@ def test_real_gsm8k_prompts_fit_the_window(shared_data, loaded, llama_tokenizer_
     sp = spm.SentencePieceProcessor(model_file=str(llama_tokenizer_path))
     task, docs, pool = real("gsm8k", shared_data, loaded)
     for doc in docs[::10]:
-        req = task.requests(doc, task.select_shots(doc, pool, 8, Settings()), Settings())[0]
+        req = task.requests(doc, task.select_shots(doc, pool, 8, make_settings()), make_settings())[0]
         assert len(sp.encode(req.prompt)) + 1 + req.max_new_tokens <= 2048, doc["id"]

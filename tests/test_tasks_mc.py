@@ -26,9 +26,9 @@ from llama_eval.tasks.mmlu import mmlu_averages, subjects
 pytestmark = [pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning"),
               pytest.mark.filterwarnings("ignore:.*of the 57 subjects")]
 
-from conftest import FIXTURES, SAMPLE_DATA  # noqa: E402
+from conftest import FIXTURES, SAMPLE_DATA, make_settings  # noqa: E402
 TASKS = ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "mmlu"]
-SETTINGS = Settings()
+SETTINGS = make_settings()
 
 
 def build(name: str, docs, pool=None, settings: Settings = SETTINGS) -> list[list[R]]:
@@ -123,10 +123,10 @@ def test_arc_label_schemes():
 
 def test_calibration_context_is_an_option():
     docs, _ = release("openbookqa")
-    settings = Settings(options=(("openbookqa_calibration_context", "Answer: "),))
+    settings = make_settings(options=(("openbookqa_calibration_context", "Answer: "),))
     assert {r.context for r in build("openbookqa", docs[:1], settings=settings)[0][4:]} == {"Answer: "}
     docs, _ = release("boolq")
-    settings = Settings(options=(("boolq_calibration_context", "A:"),))
+    settings = make_settings(options=(("boolq_calibration_context", "A:"),))
     assert {r.context for r in build("boolq", docs[:1], settings=settings)[0][2:]} == {"A:"}
 
 
@@ -204,7 +204,7 @@ def test_mmlu_shots_are_the_subjects_dev_questions_in_order():
     anatomy = next(d for d in docs if d["subject"] == "anatomy")
     assert [s["id"] for s in task.select_shots(anatomy, pool, 3, SETTINGS)] == [f"anatomy/dev/{i}" for i in range(3)]
     assert task.select_shots(anatomy, pool, 0, SETTINGS) == []
-    assert task.select_shots(anatomy, pool, 5, Settings(seed=7)) == task.select_shots(anatomy, pool, 5, SETTINGS)
+    assert task.select_shots(anatomy, pool, 5, make_settings(seed=7)) == task.select_shots(anatomy, pool, 5, SETTINGS)
     with pytest.raises(UserError, match="use 0 to 5"):
         task.select_shots(anatomy, pool, 6, SETTINGS)
     with pytest.raises(UserError, match="anatomy has 4 dev questions"):

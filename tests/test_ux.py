@@ -291,4 +291,4 @@ def test_models_says_which_presets_were_found(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert re.search(r"^7b\s+[\d,]+\s+2048\s+found\s", out, re.M)
     assert re.search(r"^13b\s+[\d,]+\s+2048\s+missing\s", out, re.M)
-    assert f"found: 7b ({tmp_path / '7B'})" in out
+    assert f"found under $LLAMA_EVAL_MODELS: 7b ({tmp_path / '7B'})" in out

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from llama_eval.cli import main
-from llama_eval.model.llama import PRESETS, build, init_random
+from llama_eval.model.llama import build, init_random
+from llama_eval.model.presets import preset
 
 from conftest import TINY_TOKENIZER  # noqa: E402
 WORDS = "the cat a dog sees likes finds the red ball a green hat some bread the river".split()
@@ -29,7 +30,7 @@ def write_meta_checkpoint(folder: Path, dim: int = 128, layers: int = 4) -> Path
 
     folder.mkdir(parents=True)
     vocab = Tokenizer(TINY_TOKENIZER).vocab_size
-    args = replace(PRESETS["tiny"], dim=dim, n_layers=layers, n_heads=4, n_kv_heads=4, vocab_size=vocab)
+    args = replace(preset("tiny"), dim=dim, n_layers=layers, n_heads=4, n_kv_heads=4, vocab_size=vocab)
     torch.save(init_random(build(args, "cpu"), seed=3).state_dict(), folder / "consolidated.00.pth")
     (folder / "params.json").write_text(json.dumps(
         {"dim": dim, "n_layers": layers, "n_heads": 4, "vocab_size": vocab, "multiple_of": 32, "norm_eps": 1e-5}))
@@ -63,6 +64,7 @@ def cached_rows(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_killed_run_resumes_and_ends_with_the_same_files(tmp_path):
     model = write_meta_checkpoint(tmp_path / "model")
@@ -142,6 +144,7 @@ def test_compare_flags_a_planted_difference(tmp_path, capsys):
     assert "verdict: no significant change in 1 headline metrics" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_runs_every_task_offline(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path / "demo"), "--allow-code-execution"]) == 0
     out = capsys.readouterr().out
@@ -209,6 +212,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp", [1, 2])
 def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     """`llama-eval run` under torchrun (gloo on CPU): 2 data-parallel ranks (tp=1) or one model
@@ -232,6 +236,7 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path, tp):
     assert stats[1]["scoring"]["requests"] == stats[0]["scoring"]["requests"]
 
 
+@pytest.mark.slow
 def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_tokenizer_path, tmp_path):
     """Every registered task, the paper's shot counts, the real files, two documents each."""
     from llama_eval.tasks import TASKS
@@ -249,7 +254,7 @@ def test_every_task_end_to_end_on_the_real_release_files(shared_data, llama_toke
     assert shots == {"nq_open": [0, 1, 5, 64], "triviaqa": [0, 1, 5, 64], "mmlu": [5], "gsm8k": [8]}
     run = json.loads((out / "run.json").read_text())
     assert run["stats"]["scoring"]["truncated"] == 0 and run["stats"]["generation"]["truncated"] == 0
-    assert "UNFILTERED" in run["datasets"]["triviaqa@0"]["source"]
+    assert run["datasets"]["triviaqa@0"]["source"]["variant"] == "unfiltered"
 
 
 def test_score_and_generate_commands_on_your_own_requests(tmp_path, capsys):
@@ -308,6 +313,7 @@ def test_data_verify_command(shared_data, capsys):
     assert "0 problem(s)" in out and "ok        mmlu/test/anatomy_test.csv" in out
 
 
+@pytest.mark.slow
 def test_all_tasks_leave_out_code_tasks_without_permission(tmp_path, capsys):
     from llama_eval.demo import DEMO_DATA
 

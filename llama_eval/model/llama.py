@@ -15,13 +15,24 @@ the generator decodes rows that are at different lengths.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's RoPE frequency scaling: wavelengths longer than original_max_len /
+    low_freq_factor are stretched by `factor`, shorter than original_max_len / high_freq_factor
+    kept, and those between interpolated smoothly."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_len: int
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class ModelArgs:
     hidden_dim: int | None = None  # explicit FFN width; overrides the two rules above
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None  # None: plain RoPE (LLaMA 1, 2, 3)
     max_seq_len: int = 2048
     tie_embeddings: bool = False  # output projection shares tok_embeddings' weight
 
@@ -66,33 +78,6 @@ class ModelArgs:
         return self
 
 
-# Meta's published configurations (params.json of each release). LLaMA 1 was trained with a
-# 2,048-token window and norm eps 1e-6; Llama 2 with 4,096 and 1e-5.
-PRESETS: dict[str, ModelArgs] = {
-    "7b": ModelArgs(dim=4096, n_layers=32, n_heads=32),
-    "13b": ModelArgs(dim=5120, n_layers=40, n_heads=40),
-    "33b": ModelArgs(dim=6656, n_layers=60, n_heads=52),
-    "65b": ModelArgs(dim=8192, n_layers=80, n_heads=64),
-    "llama2-7b": ModelArgs(dim=4096, n_layers=32, n_heads=32, norm_eps=1e-5, max_seq_len=4096),
-    "llama2-13b": ModelArgs(dim=5120, n_layers=40, n_heads=40, norm_eps=1e-5, max_seq_len=4096),
-    "llama2-70b": ModelArgs(
-        dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
-        ffn_dim_multiplier=1.3, norm_eps=1e-5, max_seq_len=4096,
-    ),
-    # A random-weight model for tests and the demo: the real vocabulary, a toy body.
-    "tiny": ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32, norm_eps=1e-5),
-}
-
-
-def preset(name: str) -> ModelArgs:
-    """The preset called exactly `name`; an unknown name raises with close matches."""
-    if name in PRESETS:
-        return PRESETS[name]
-    close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown model preset {name!r}.{hint} Presets: {', '.join(PRESETS)}.")
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -106,11 +91,24 @@ class RMSNorm(nn.Module):
         return xf.type_as(x) * self.weight
 
 
-def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float,
+                  scaling: RopeScaling | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin for integer `positions` ([T] or [B, T]): [..., T, D/2] in float32."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    # 1 / theta^(2i/D), written as Meta's reference and transformers write it: theta^(-2i/D) can
+    # differ in the last bit, which far positions (Llama 3's long windows) turn into visible error.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    if scaling is not None:
+        inv_freq = scaled_frequencies(inv_freq, scaling)
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return angles.cos(), angles.sin()
+
+
+def scaled_frequencies(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    """Llama 3.1's frequency scaling (see RopeScaling), as Meta's reference applies it."""
+    wavelength = 2 * math.pi / inv_freq
+    # 0 where a wavelength is long (fully stretched), 1 where it is short (kept), linear between.
+    keep = ((s.original_max_len / wavelength - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)).clamp(0, 1)
+    return (1 - keep) * inv_freq / s.factor + keep * inv_freq
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -234,8 +232,9 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """A KV cache on this model's device and dtype."""
         w = self.tok_embeddings.weight
-        a = self.args
-        return KVCache(a.n_layers, batch, a.kv_heads, max_len, a.head_dim, w.device, w.dtype)
+        # Head counts come from the modules: a tensor-parallel rank holds only its own kv heads.
+        a, kv_heads = self.args, self.layers[0].attention.kv_heads
+        return KVCache(a.n_layers, batch, kv_heads, max_len, a.head_dim, w.device, w.dtype)
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
                mask: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -254,7 +253,7 @@ class Transformer(nn.Module):
         if cache is not None:
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
-        rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta)
+        rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta, self.args.rope_scaling)
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, cache, i, slots, kv_len)

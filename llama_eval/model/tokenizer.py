@@ -1,33 +1,59 @@
-"""SentencePiece tokenizer wrapper, and the context/continuation split every scorer relies on."""
+"""Tokenizers of the LLaMA family behind one interface, and the context/continuation split
+every scorer relies on.
+
+    SentencePieceTokenizer   LLaMA 1 and 2: SentencePiece `tokenizer.model`
+    JsonTokenizer            Hugging Face `tokenizer.json` (the `tokenizers` library)
+    TiktokenTokenizer        Llama 3: Meta's `tokenizer.model` in tiktoken's format (base64 token
+                             bytes and rank per line), read with `tiktoken`
+
+`load_tokenizer(path)` (also spelt `Tokenizer(path)`) picks the kind from the file. Every kind provides `encode_batch` (token
+ids of each text, no BOS/EOS) and `decode`; encoding with BOS/EOS and the pair split are built
+on them here, once, so the rule is the same for all three.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from pathlib import Path
-
-import sentencepiece as spm
 
 from ..errors import UserError
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"tokenizer file {path} does not exist; pass the SentencePiece .model file with --tokenizer")
-        self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        self.vocab_size: int = self.sp.vocab_size()
-        self.bos_id: int = self.sp.bos_id()
-        self.eos_id: int = self.sp.eos_id()
-        # LLaMA's model has no pad piece (pad_id -1); padding, where any, uses EOS.
-        self.pad_id: int = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
+    """What the engine uses. Subclasses set path, vocab_size, bos_id, eos_id, end_of_turn_ids,
+    pad_id and implement encode_batch and decode. `Tokenizer(path)` opens the kind of tokenizer
+    that the file is (see load_tokenizer).
+    """
 
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self.sp.encode(text)
-        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+    kind = ""
+    path: Path
+    vocab_size: int
+    bos_id: int
+    eos_id: int  # the end of text, which `encode(eos=True)` appends
+    end_of_turn_ids: tuple[int, ...] = ()  # Llama 3's <|eot_id|>, <|eom_id|>
+    pad_id: int
+
+    def __new__(cls, path: str | Path | None = None):
+        if cls is Tokenizer:
+            cls = tokenizer_class(_existing(path))
+        return super().__new__(cls)
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """Every token that ends a text or a turn; generation stops at any of them."""
+        return frozenset((self.eos_id, *self.end_of_turn_ids))
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode(list(ids))
+        raise NotImplementedError
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = self.encode_batch([text])[0]
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(BOS + context tokens, continuation tokens) for scoring `continuation` after `context`;
@@ -37,23 +63,23 @@ class Tokenizer:
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         """(BOS + context tokens, continuation tokens) for each (context, continuation).
 
-        Context and continuation are encoded together, because SentencePiece can merge
+        Context and continuation are encoded together, because SentencePiece and BPE can merge
         characters across the boundary and the model saw the joint tokenisation in training;
         encoding them apart scores token sequences the model never produces. A trailing
         space of the context moves into the continuation, where LLaMA's pieces carry it
-        ("▁word"). The split point is the longest common prefix of the joint encoding and
-        the context's own encoding, so a piece that straddles the boundary is scored as
-        part of the continuation.
+        ("▁word" in SentencePiece, " word" in Llama 3's BPE). The split point is the longest
+        common prefix of the joint encoding and the context's own encoding, so a piece that
+        straddles the boundary is scored as part of the continuation.
 
-        All distinct texts are encoded in one call on SentencePiece's own threads, and a
-        context shared by several continuations (a question's choices) is encoded once.
+        All distinct texts are encoded in one encode_batch call (the libraries' own threads),
+        and a context shared by several continuations (a question's choices) is encoded once.
         """
         split = []
         for context, continuation in pairs:
             stripped = context.rstrip(" ")
             split.append((stripped, context[len(stripped):] + continuation))
         texts = list(dict.fromkeys(t for stripped, cont in split for t in (stripped, stripped + cont)))
-        ids = dict(zip(texts, self.sp.encode(texts)))
+        ids = dict(zip(texts, self.encode_batch(texts)))
         out = []
         for stripped, cont in split:
             if not stripped:
@@ -78,3 +104,180 @@ def common_prefix(a: list[int], b: list[int]) -> int:
         else:
             hi = mid
     return lo
+
+
+# ---------------------------------------------------------------------------- the three kinds
+
+
+class SentencePieceTokenizer(Tokenizer):
+    kind = "sentencepiece"
+
+    def __init__(self, path: str | Path):
+        import sentencepiece as spm
+
+        self.path = _existing(path)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as e:
+            raise UserError(f"cannot read {self.path} as a SentencePiece model: {str(e).splitlines()[0]}") from e
+        self.vocab_size = self.sp.vocab_size()
+        self.bos_id, self.eos_id = self.sp.bos_id(), self.sp.eos_id()
+        # LLaMA's model has no pad piece (pad_id -1); padding, where any, uses EOS.
+        self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode(list(ids))
+
+
+# Special tokens that start a text, end one, or end a turn, by their names in the LLaMA family.
+_BOS_NAMES = ("<|begin_of_text|>", "<s>")
+_EOS_NAMES = ("<|end_of_text|>", "</s>")
+_END_OF_TURN_NAMES = ("<|eot_id|>", "<|eom_id|>")
+
+
+class JsonTokenizer(Tokenizer):
+    """A Hugging Face tokenizer.json. BOS and EOS are the family's names found in it (or those a
+    tokenizer_config.json beside it names); added special tokens written in the text are
+    encoded as those tokens, as the library does."""
+
+    kind = "tokenizer.json"
+
+    def __init__(self, path: str | Path):
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError as e:  # a declared dependency; absent only in a broken install
+            raise UserError("reading tokenizer.json needs the tokenizers package: pip install tokenizers") from e
+        self.path = _existing(path)
+        try:
+            self.tk = HFTokenizer.from_file(str(self.path))
+        except Exception as e:  # the library raises a bare Exception for malformed files
+            raise UserError(f"cannot read {self.path} as a tokenizer.json: {str(e).splitlines()[0]}") from e
+        self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
+        named = _config_names(self.path.parent / "tokenizer_config.json")
+        self.bos_id = self._id(named.get("bos_token"), _BOS_NAMES)
+        self.eos_id = self._id(named.get("eos_token"), _EOS_NAMES)
+        turn = [self.tk.token_to_id(n) for n in _END_OF_TURN_NAMES]
+        self.end_of_turn_ids = tuple(i for i in turn if i is not None)
+        self.pad_id = self.eos_id
+
+    def _id(self, configured: str | None, names: tuple[str, ...]) -> int:
+        for name in ((configured,) if configured else ()) + names:
+            i = self.tk.token_to_id(name)
+            if i is not None:
+                return i
+        raise UserError(f"{self.path} has none of the tokens {', '.join(names)}; it is not a LLaMA-family tokenizer")
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tk.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tk.decode(list(ids), skip_special_tokens=False)
+
+
+# Llama 3's pre-tokenisation (Meta's llama3/tokenizer.py pat_str): contractions, words with one
+# leading non-letter, numbers in groups of up to three digits, punctuation runs, newlines, spaces.
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Llama 3.1's names of the 256 special tokens that follow the 128,000 ranks of the file.
+LLAMA3_NAMED_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                         "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>",
+                         "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>")
+LLAMA3_SPECIALS = 256
+_TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/=]+ \d+")
+
+
+def llama3_special_tokens(first_id: int) -> dict[str, int]:
+    names = list(LLAMA3_NAMED_SPECIALS)
+    names += [f"<|reserved_special_token_{i}|>" for i in range(3, 3 + LLAMA3_SPECIALS - len(names))]
+    return {name: first_id + i for i, name in enumerate(names)}
+
+
+class TiktokenTokenizer(Tokenizer):
+    """Meta's Llama 3 tokenizer.model: ranks from the file, Llama 3's pattern and special tokens
+    from id len(ranks) (128,000). Special-token names in the text are encoded as those tokens,
+    as tokenizer.json does, so both files of one model give the same ids."""
+
+    kind = "tiktoken"
+
+    def __init__(self, path: str | Path):
+        try:
+            import tiktoken
+        except ImportError as e:
+            raise UserError("reading Llama 3's tokenizer.model needs the tiktoken package: pip install tiktoken") from e
+        self.path = _existing(path)
+        ranks = read_tiktoken_ranks(self.path)
+        specials = llama3_special_tokens(len(ranks))
+        self.enc = tiktoken.Encoding(name=self.path.name, pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks,
+                                     special_tokens=specials)
+        self.vocab_size = self.enc.n_vocab
+        self.bos_id, self.eos_id = specials["<|begin_of_text|>"], specials["<|end_of_text|>"]
+        self.end_of_turn_ids = (specials["<|eot_id|>"], specials["<|eom_id|>"])
+        self.pad_id = self.eos_id
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_batch(texts, allowed_special="all")
+
+    def decode(self, ids: list[int]) -> str:
+        return self.enc.decode(list(ids), errors="replace")
+
+
+def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
+    ranks: dict[bytes, int] = {}
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line:
+            continue
+        if not _TIKTOKEN_LINE.fullmatch(line):
+            raise UserError(f"{path}:{n}: not a tiktoken line (base64 token, space, rank)")
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: the ranks are not 0..{len(ranks) - 1} each once")
+    return ranks
+
+
+def is_tiktoken_file(path: Path) -> bool:
+    """Whether `path` is in tiktoken's text format (SentencePiece models are binary protobufs)."""
+    with open(path, "rb") as f:
+        first = f.readline(256).rstrip(b"\r\n")
+    return bool(_TIKTOKEN_LINE.fullmatch(first))
+
+
+def tokenizer_class(path: Path) -> type[Tokenizer]:
+    """tokenizer.json by its suffix, else tiktoken or SentencePiece by the file's content."""
+    if path.suffix == ".json":
+        return JsonTokenizer
+    return TiktokenTokenizer if is_tiktoken_file(path) else SentencePieceTokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer in `path`, of whichever kind the file is."""
+    path = _existing(path)
+    return tokenizer_class(path)(path)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer file {path} does not exist; pass the tokenizer.model or tokenizer.json "
+                        "with --tokenizer")
+    return path
+
+
+def _config_names(file: Path) -> dict[str, str]:
+    """bos_token / eos_token named by a tokenizer_config.json (a string or {"content": ...})."""
+    if not file.is_file():
+        return {}
+    try:
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{file} is not valid JSON: {e}") from e
+    out = {}
+    for key in ("bos_token", "eos_token"):
+        value = cfg.get(key) if isinstance(cfg, dict) else None
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str):
+            out[key] = value
+    return out

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import UserError
 from .base import GenerationTask, MultipleChoiceTask, Task
@@ -67,6 +68,17 @@ def check_task_class(cls: type, where: str) -> None:
     for attr in ("paper_name", "headline_metric"):
         if not isinstance(getattr(cls, attr, None), str):
             raise UserError(f"{where}: task {cls.name!r} needs a string `{attr}`")
+    options = getattr(cls, "options", {})
+    if not isinstance(options, Mapping):
+        raise UserError(f"{where}: task {cls.name!r}: `options` must be a dict of name -> Option (tasks/options.py)")
+    for name, option in options.items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(option, Option):
+            raise UserError(f"{where}: task {cls.name!r} declares option {name!r} as {option!r:.60}; "
+                            "declare options as {\"name\": Option(default, help, ...)} (tasks/options.py)")
+        try:
+            option.value(name, None)  # the default must pass the option's own rule
+        except UserError as e:
+            raise UserError(f"{where}: task {cls.name!r}: the default of option {name!r} is refused by its rule ({e})") from e
 
 
 def include(path: str | Path, override: bool = False) -> list[str]:
@@ -123,6 +135,11 @@ def canonical_name(name: str) -> str:
     hint = f" Did you mean {', '.join(folded[c] for c in close)}?" if close else ""
     raise UserError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(known)} "
                     "(`llama-eval tasks` describes them; --include FILE.py adds your own).")
+
+
+def all_option_names() -> list[str]:
+    """Every option declared by any known task (imports them all: for error messages)."""
+    return list(dict.fromkeys(name for task in names() for name in get_task(task).options))
 
 
 def get_task(name: str) -> Task:

@@ -19,7 +19,7 @@ protocol in ../shared/reference/PROTOCOL.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from . import data
 from .base import Doc, MultipleChoiceTask
@@ -33,10 +33,10 @@ class ARCEasy(MultipleChoiceTask):
     headline_metric = "acc"
     hf_dataset = ("allenai/ai2_arc", "ARC-Easy", "test")
     scoring = "chars"
-    release_path: ClassVar[str] = "arc/ARC-Easy/ARC-Easy-Test.jsonl"
+    release_files = ("arc/ARC-Easy/ARC-Easy-Test.jsonl",)
 
     def from_release(self, data_dir: Path) -> list[Doc]:
-        path = data.release_file(data_dir, self.release_path)
+        path = data.release_file(data_dir, self.release_files[0])
         return [data.ai2_release_doc(row, path, lineno) for lineno, row in data.read_records(path)]
 
     def from_hf_row(self, row: dict[str, Any], index: int) -> Doc:
@@ -58,4 +58,4 @@ class ARCChallenge(ARCEasy):
     name = "arc_challenge"
     paper_name = "ARC-c"
     hf_dataset = ("allenai/ai2_arc", "ARC-Challenge", "test")
-    release_path = "arc/ARC-Challenge/ARC-Challenge-Test.jsonl"
+    release_files = ("arc/ARC-Challenge/ARC-Challenge-Test.jsonl",)

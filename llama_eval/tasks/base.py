@@ -14,28 +14,27 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from . import data
 from ..errors import UserError
 from ..metrics import mean_stderr
 from ..requests import GenerationRequest, LoglikelihoodRequest, Request, Result
+from .options import Option
 
 Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Run-wide knobs a task may read (all defaults live in evaluator.RunConfig)."""
+    """Run-wide knobs a task may read; built from RunConfig only (evaluator.settings_of), so
+    every default lives there. Options are read through `Task.option`, which parses them."""
 
-    seed: int = 1234
-    samples: int | None = None  # generation: samples per problem (None: the task's default)
-    temperature: float | None = None  # generation: override the task's sampling temperature
-    options: tuple[tuple[str, str], ...] = ()  # task-specific named options, "name=value"
-    allow_code_execution: bool = False  # run model-written code (execution.py) to grade it
-
-    def option(self, name: str, default: str) -> str:
-        return dict(self.options).get(name, default)
+    seed: int
+    samples: int | None  # generation: samples per problem (None: the task's default)
+    temperature: float | None  # generation: override the task's sampling temperature
+    options: tuple[tuple[str, str], ...]  # "--option name=value", checked against the tasks' declared options
+    allow_code_execution: bool  # run model-written code (execution.py) to grade it
 
 
 @dataclass
@@ -67,7 +66,10 @@ class Task:
     paper_shots: ClassVar[tuple[int, ...]] = (0,)  # shot counts the paper reports; first = default
     headline_metric: ClassVar[str] = "acc"  # the metric the paper prints
     hf_dataset: ClassVar[tuple[str, str | None, str]] = ("", None, "")  # (path, config, split)
-    few_shot_pool: ClassVar[str] = ""  # where shots come from, for `llama-eval tasks`
+    release_files: ClassVar[tuple[str, ...]] = ()  # evaluation files under --data-dir, for `source`
+    release_split: ClassVar[str] = "test"  # the split those files hold
+    few_shot_pool: ClassVar[str] = ""  # where shots come from, shown by `llama-eval tasks NAME`
+    options: ClassVar[Mapping[str, Option]] = {}  # what --option may set for this task (options.py)
     needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution.py)
     fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
     limit_group: ClassVar[str] = ""  # document field whose groups --limit N takes N of each (MMLU: "subject")
@@ -92,6 +94,16 @@ class Task:
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
         """The pool few-shot examples are drawn from (empty for zero-shot-only tasks)."""
         return []
+
+    def source(self, data_dir: Path | None) -> data.DataSource:
+        """Where `load(data_dir)` reads its documents: `release_files` or the hub's `hf_dataset`."""
+        if data_dir is None:
+            return data.hub_source(self.hf_dataset)
+        return data.release_source(Path(data_dir), self.release_files, self.release_split)
+
+    def option(self, settings: Settings, name: str) -> Any:
+        """The parsed value of this task's declared option `name` in this run."""
+        return self.options[name].value(name, dict(settings.options).get(name))
 
     # -- requests and scores ------------------------------------------------------------
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
@@ -141,7 +153,7 @@ class MultipleChoiceTask(Task):
       "chars"      log-likelihood / characters of the choice, leading space not counted
                    (the paper's default, after Gao et al. 2021)
       "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA); the bare
-                   context is the option <option_prefix>_calibration_context (default "Answer:")
+                   context is the declared option named by `calibration_option`
       "raw"        log-likelihood as is
     A task whose rule is a run option overrides `scoring_rule(settings)`.
     The per-document metrics are `acc` (the task's rule, the paper's number), `acc_raw`
@@ -149,15 +161,10 @@ class MultipleChoiceTask(Task):
     """
 
     scoring: ClassVar[str] = "chars"
-    calibration_context: ClassVar[str] = "Answer:"
-    option_prefix: ClassVar[str] = ""  # names this task's options; "" means the task's name
+    calibration_option: ClassVar[str] = ""  # the declared option holding the bare context, if calibrated
 
     def scoring_rule(self, settings: Settings) -> str:
         return self.scoring
-
-    def option(self, settings: Settings, name: str, default: str) -> str:
-        """The run option <option_prefix or task name>_<name>."""
-        return settings.option(f"{self.option_prefix or self.name}_{name}", default)
 
     def context(self, doc: Doc, shots: list[Doc]) -> str:
         raise NotImplementedError
@@ -172,7 +179,7 @@ class MultipleChoiceTask(Task):
         ctx = self.context(doc, shots)
         reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
         if self.scoring_rule(settings) == "calibrated":
-            bare = self.option(settings, "calibration_context", self.calibration_context)
+            bare = self.option(settings, self.calibration_option)
             reqs += [LoglikelihoodRequest(bare, c) for c in self.choices(doc)]
         return reqs
 
@@ -198,8 +205,10 @@ class MultipleChoiceTask(Task):
 class GenerationTask(Task):
     """Generate from a prompt and grade the completions.
 
-    Hooks: `prompt(doc, shots)`, `generation(doc, settings)` (the GenerationRequest fields
-    other than the prompt), `grade(doc, completions, settings)` -> DocScore.
+    Hooks: `prompt(doc, shots)` (the text sent to the model), `sampling(settings)` (one dict of
+    GenerationRequest fields per decoding regime, e.g. greedy then k samples) and
+    `grade(doc, completions, settings)` -> DocScore, where completions[i] holds the samples
+    of the i-th regime. See gsm8k.py for a plain example.
     """
 
     until: ClassVar[tuple[str, ...]] = ("\n",)

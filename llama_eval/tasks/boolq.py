@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data
+from .options import calibration_context
 from .base import Doc, MultipleChoiceTask
 
 
@@ -32,7 +33,11 @@ class BoolQ(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("aps/super_glue", "boolq", "validation")
+    release_files = ("boolq/val.jsonl",)
+    release_split = "validation"
     scoring = "calibrated"
+    calibration_option = "boolq_calibration_context"
+    options = {calibration_option: calibration_context("boolq")}
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "boolq/val.jsonl")

@@ -15,51 +15,41 @@ from typing import Any, Sequence
 from .. import execution
 from ..errors import UserError
 from ..metrics import pass_at_k
-from .base import DocScore, Settings
+from .base import DocScore, Settings, Task
+from .options import Option, number_in, pass_ks
 
 SAMPLES = 200  # samples per problem and regime when --samples is not given
 PASS1_TEMPERATURE = 0.1  # the paper's temperature for pass@1
 SAMPLED_TEMPERATURE = 0.8  # the paper's temperature for pass@k, k > 1
 TOP_P = "0.95"  # NOT STATED for LLaMA 1; the Llama 2 paper's value for the same numbers
+TIMEOUT = "10"  # seconds per program (NOT STATED)
 
 Regime = tuple[dict[str, Any], tuple[int, ...]]  # (GenerationRequest fields, the k scored on its samples)
 
 
-def number_option(settings: Settings, name: str, default: str, low: float, high: float) -> float:
-    """The run option `name` as a number in (low, high]."""
-    text = settings.option(name, default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not low < value <= high:
-        raise UserError(f"--option {name}={text}: must be a number in ({low:g}, {high:g}]")
-    return value
+def code_options(task: str, default_ks: str) -> dict[str, Option]:
+    """The options of a code task: <task>_k, <task>_pass1, <task>_top_p, <task>_timeout."""
+    return {
+        f"{task}_k": Option(default_ks, "the k of pass@k reported (1 among them)", parse=pass_ks),
+        f"{task}_pass1": Option("sampled", f"sampled: pass@1 from samples at T={PASS1_TEMPERATURE}; "
+                                "greedy: one greedy completion", choices=("sampled", "greedy")),
+        f"{task}_top_p": Option(TOP_P, "nucleus sampling top-p", parse=number_in(0.0, 1.0)),
+        f"{task}_timeout": Option(TIMEOUT, "seconds one program may run in the sandbox",
+                                  parse=number_in(0.0, math.inf)),
+    }
 
 
-def pass_ks(settings: Settings, task: str, default: str) -> tuple[int, ...]:
-    """The k values of option <task>_k: positive whole numbers, 1 among them."""
-    text = settings.option(f"{task}_k", default)
-    parts = text.split(",")
-    if not all(p.strip().isdigit() and int(p) > 0 for p in parts) or 1 not in {int(p) for p in parts}:
-        raise UserError(f"--option {task}_k={text}: give positive whole numbers separated by commas, "
-                        "including 1 (e.g. 1,10,100)")
-    return tuple(sorted({int(p) for p in parts}))
-
-
-def sampling_regimes(settings: Settings, task: str, default_ks: str) -> list[Regime]:
+def sampling_regimes(settings: Settings, task: Task) -> list[Regime]:
     """pass@1 from samples at PASS1_TEMPERATURE (or one greedy completion with <task>_pass1=greedy),
     every other k from samples at SAMPLED_TEMPERATURE; n = --samples (default SAMPLES) each."""
-    ks = pass_ks(settings, task, default_ks)
-    mode = settings.option(f"{task}_pass1", "sampled")
-    if mode not in ("sampled", "greedy"):
-        raise UserError(f"--option {task}_pass1={mode}: must be sampled or greedy")
+    ks = task.option(settings, f"{task.name}_k")
+    mode = task.option(settings, f"{task.name}_pass1")
     n = SAMPLES if settings.samples is None else settings.samples
     largest = max((k for k in ks if k > 1 or mode == "sampled"), default=0)
     if n < largest:
         raise UserError(f"--samples {n}: pass@{largest} needs at least {largest} samples per problem; pass "
-                        f"--samples {largest} or more, or lower the k values with --option {task}_k=1")
-    top_p = number_option(settings, f"{task}_top_p", TOP_P, 0.0, 1.0)
+                        f"--samples {largest} or more, or lower the k values with --option {task.name}_k=1")
+    top_p = task.option(settings, f"{task.name}_top_p")
     low, high = PASS1_TEMPERATURE, SAMPLED_TEMPERATURE
     if settings.temperature is not None:
         low = high = settings.temperature
@@ -70,7 +60,7 @@ def sampling_regimes(settings: Settings, task: str, default_ks: str) -> list[Reg
     return out
 
 
-def grade_programs(task: str, doc_id: str, prediction: str, gold: str, programs: Sequence[Sequence[str]],
+def grade_programs(task: Task, doc_id: str, prediction: str, gold: str, programs: Sequence[Sequence[str]],
                    regimes: Sequence[Regime], settings: Settings) -> DocScore:
     """Run programs[i] (one per sample of regime i) in the sandbox; pass@k per regime's k.
 
@@ -78,9 +68,9 @@ def grade_programs(task: str, doc_id: str, prediction: str, gold: str, programs:
     --allow-code-execution: the programs are the model's code.
     """
     if not settings.allow_code_execution:
-        raise UserError(f"grading {task} runs the model's code; pass --allow-code-execution to allow it "
+        raise UserError(f"grading {task.name} runs the model's code; pass --allow-code-execution to allow it "
                         "(each program runs in a sandboxed child process, see execution.py)")
-    timeout = number_option(settings, f"{task}_timeout", "10", 0.0, math.inf)
+    timeout = task.option(settings, f"{task.name}_timeout")
     unique = list(dict.fromkeys(p for ps in programs for p in ps))
     outcome = dict(zip(unique, execution.check_many(unique, timeout=timeout), strict=True))
     metrics, passed = {}, {}

@@ -15,9 +15,10 @@ import functools
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import UserError
 
@@ -31,13 +32,16 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check --data-dir (it should hold the release files)")
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
                 yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file is damaged or not JSON Lines") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {lineno}: not valid JSON ({e.msg}); the file is damaged or not JSON Lines") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}, after line {lineno}: not UTF-8 text; save the file as UTF-8") from None
 
 
 def field(row: dict[str, Any], name: str, path: Path, lineno: int, kind: type | tuple[type, ...] = str) -> Any:
@@ -180,12 +184,18 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def release_file(data_dir: Path, relpath: str) -> Path:
-    """data_dir/relpath, which must exist; a warning if it is a known file with other content."""
+def existing_file(data_dir: Path, relpath: str) -> Path:
+    """data_dir/relpath, which must exist."""
     path = Path(data_dir) / relpath
     if not path.is_file():
         raise UserError(f"{path} does not exist; --data-dir should hold the release files in the layout of "
                         f"../shared/data (expected {relpath} under it), or leave --data-dir out to use the hub")
+    return path
+
+
+def release_file(data_dir: Path, relpath: str) -> Path:
+    """data_dir/relpath, which must exist; a warning if it is a known file with other content."""
+    path = existing_file(data_dir, relpath)
     expected = manifest().get(relpath)
     if expected is not None and file_sha256(path) != expected:
         warnings.warn(f"{path} differs from the released {relpath} (sha256 mismatch); "
@@ -203,6 +213,44 @@ def verify_data_dir(data_dir: Path) -> list[tuple[str, str]]:
         else:
             out.append((relpath, "ok" if file_sha256(path) == expected else "mismatch"))
     return out
+
+
+# -- where a task's documents came from ------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's evaluation documents come from: a typed record written to run.json.
+
+    Reports read these fields (e.g. Table 5 marks a TriviaQA run whose `variant` is
+    "unfiltered"), never prose.
+    """
+
+    kind: str  # "release" (files under --data-dir) or "hub" (a Hugging Face dataset)
+    location: str  # release: the files read, relative to the data folder; hub: "path" or "path/config"
+    split: str  # e.g. "test", "validation", "dev"
+    variant: str = ""  # a named variant of the data set where one exists (TriviaQA: "filtered"/"unfiltered")
+    documents: int | None = None  # documents loaded (before --limit); filled in by the evaluator
+    sha256: str | None = None  # release: sha256 over the files' own sha256 values, in order
+
+    def describe(self) -> str:
+        where = f"release files {self.location}" if self.kind == "release" else f"Hugging Face dataset {self.location}"
+        extra = ", ".join(x for x in (self.split, self.variant and f"{self.variant} variant",
+                                      self.documents is not None and f"{self.documents:,} documents") if x)
+        return f"{where} ({extra})"
+
+
+def release_source(data_dir: Path, paths: Sequence[str], split: str, variant: str = "") -> DataSource:
+    """The DataSource of release files `paths` (relative to data_dir), hashed whole."""
+    digest = hashlib.sha256()
+    for relpath in paths:
+        digest.update(file_sha256(existing_file(data_dir, relpath)).encode())
+    location = paths[0] if len(paths) == 1 else f"{paths[0]} ... ({len(paths)} files)"
+    return DataSource("release", location, split, variant, sha256=digest.hexdigest())
+
+
+def hub_source(hf_dataset: tuple[str, str | None, str], variant: str = "") -> DataSource:
+    path, config, split = hf_dataset
+    return DataSource("hub", f"{path}/{config}" if config else path, split, variant)
 
 
 # -- the Hugging Face hub -----------------------------------------------------------------

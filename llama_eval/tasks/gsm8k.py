@@ -60,14 +60,11 @@ class GSM8K(GenerationTask):
     few_shot_pool = "the first 8 problems of train (gsm8k/train.jsonl), the same for every problem"
     until = ("\n\n", "Question:")
     max_new_tokens = 256
-    source_description = ""  # set by load()
     fixed_shots = True
+    release_files = ("gsm8k/test.jsonl",)
+    options = voting.voting_options("gsm8k")
 
     def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            self.source_description = "release file gsm8k/test.jsonl (1,319 problems)"
-        else:
-            self.source_description = data.hf_source(self.hf_dataset)
         return self._read(data_dir, "test")
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
@@ -85,7 +82,7 @@ class GSM8K(GenerationTask):
         return "\n\n".join([*blocks, f"Question: {doc['question']}\nAnswer:"])
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
-        return voting.majority_regimes(settings, self.name, SAMPLES)
+        return voting.majority_regimes(settings, self, SAMPLES)
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
         return voting.grade_by_vote(doc, completions, doc["answer"], extract_number, numbers_equal)

@@ -48,6 +48,8 @@ class HellaSwag(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("Rowan/hellaswag", None, "validation")
+    release_files = ("hellaswag/hellaswag_val.jsonl",)
+    release_split = "validation"
     scoring = "chars"
 
     def from_release(self, data_dir: Path) -> list[Doc]:

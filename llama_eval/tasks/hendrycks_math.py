@@ -135,14 +135,13 @@ class MATH(GenerationTask):
     few_shot_pool = "4 fixed worked examples written for llama-eval (EXEMPLARS), the same for every problem"
     until = ("\nProblem:", "\nSolution:")
     max_new_tokens = 512
-    source_description = ""  # set by load()
     fixed_shots = True
+    release_files = (RELEASE_FILE,)
+    options = voting.voting_options("math")
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
-            self.source_description = f"release file {RELEASE_FILE} (5,000 problems)"
             return self.from_release(Path(data_dir))
-        self.source_description = f"Hugging Face dataset {self.hf_dataset[0]} (7 subject configs, test)"
         docs = []
         for subject in SUBJECTS:
             dataset = (self.hf_dataset[0], subject, "test")
@@ -162,7 +161,7 @@ class MATH(GenerationTask):
         return "".join(blocks) + f"Problem:\n{doc['problem']}\n\nSolution:\n"
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
-        return voting.majority_regimes(settings, self.name, SAMPLES)
+        return voting.majority_regimes(settings, self, SAMPLES)
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
         return voting.grade_by_vote(doc, completions, doc["answer"], math_answer, lambda a, gold: a == gold)

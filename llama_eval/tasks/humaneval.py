@@ -52,27 +52,27 @@ class HumanEval(GenerationTask):
     needs_code_execution = True
     until = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
     max_new_tokens = 512
-    source_description = ""  # set by load()
+    release_files = ("humaneval/HumanEval.jsonl.gz",)
+    options = code.code_options("humaneval", "1,100")
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
-            self.source_description = "release file humaneval/HumanEval.jsonl.gz (164 problems)"
             path = data.release_file(Path(data_dir), "humaneval/HumanEval.jsonl.gz")
             problems = execution.load_humaneval_problems(path)  # the reader `llama-eval execute` uses
             return [humaneval_doc(p, path, n) for n, p in enumerate(problems.values(), 1)]
-        self.source_description = source = data.hf_source(self.hf_dataset)
+        source = data.hf_source(self.hf_dataset)
         return [humaneval_doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset))]
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         return doc["prompt"]
 
     def regimes(self, settings: Settings) -> list[code.Regime]:
-        return code.sampling_regimes(settings, self.name, "1,100")
+        return code.sampling_regimes(settings, self)
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
         return [fields for fields, _ in self.regimes(settings)]
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
         programs = [[execution.humaneval_program(doc, c) for c in samples] for samples in completions]
-        return code.grade_programs(self.name, doc["id"], completions[0][0], doc["canonical_solution"], programs,
+        return code.grade_programs(self, doc["id"], completions[0][0], doc["canonical_solution"], programs,
                                    self.regimes(settings), settings)

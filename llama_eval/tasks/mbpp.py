@@ -92,14 +92,12 @@ class MBPP(GenerationTask):
     needs_code_execution = True
     until = ("[DONE]", "You are an expert Python programmer")
     max_new_tokens = 512
-    source_description = ""  # set by load()
     fixed_shots = True
+    release_files = (RELEASE_FILE,)
+    options = code.code_options("mbpp", "1,80")
 
     def load(self, data_dir: Path | None) -> list[Doc]:
-        if data_dir is not None:
-            self.source_description = f"release file {RELEASE_FILE}, task ids 11-510 (500 problems)"
-        else:
-            self.source_description = data.hf_source(self.hf_dataset)
+        """Task ids 11-510, the test split (the release file holds every split)."""
         return [d for d in self._read(data_dir, self.hf_dataset[2]) if d["task_id"] in TEST_IDS]
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
@@ -127,12 +125,12 @@ class MBPP(GenerationTask):
         return f"{header}{task_block(doc)}[BEGIN]\n"
 
     def regimes(self, settings: Settings) -> list[code.Regime]:
-        return code.sampling_regimes(settings, self.name, "1,80")
+        return code.sampling_regimes(settings, self)
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
         return [fields for fields, _ in self.regimes(settings)]
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
         programs = [[mbpp_program(doc, c) for c in samples] for samples in completions]
-        return code.grade_programs(self.name, doc["id"], completions[0][0], doc["code"], programs,
+        return code.grade_programs(self, doc["id"], completions[0][0], doc["code"], programs,
                                    self.regimes(settings), settings)

@@ -84,6 +84,12 @@ class MMLU(MultipleChoiceTask):
     def load(self, data_dir: Path | None) -> list[Doc]:
         return self.from_release(Path(data_dir), "test") if data_dir is not None else self._from_hf("test")
 
+    def source(self, data_dir: Path | None) -> data.DataSource:
+        if data_dir is None:
+            return super().source(None)
+        present = [f"mmlu/test/{s}_test.csv" for s in subjects() if (Path(data_dir) / f"mmlu/test/{s}_test.csv").is_file()]
+        return data.release_source(Path(data_dir), present or ["mmlu/test/abstract_algebra_test.csv"], "test")
+
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
         return self.from_release(Path(data_dir), "dev") if data_dir is not None else self._from_hf("dev")
 

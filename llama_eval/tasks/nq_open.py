@@ -48,9 +48,22 @@ from ..errors import UserError
 from ..metrics import exact_match
 from ..requests import GenerationRequest, Request
 from . import data
-from .base import Doc, DocScore, GenerationTask, Settings
+from .base import Doc, DocScore, GenerationTask, Settings, Task
+from .options import Option, positive_int
 
 HEADER = "Answer these questions:\n"
+
+# The prompt choices the paper leaves open, shared by NaturalQuestions and TriviaQA, in
+# QAFormat's field order (the module docstring explains each).
+QA_OPTIONS = {
+    "qa_question": Option("figure", "figure: capitalised, '?' added as in the paper's figure; raw: as in the data",
+                          choices=("figure", "raw")),
+    "qa_separator": Option("none", "none: shot blocks follow each other; blank: a blank line between blocks",
+                           choices=("none", "blank")),
+    "qa_answer_space": Option("no", "no: the prompt ends 'A:'; yes: it ends 'A: '", choices=("no", "yes")),
+    "qa_char_budget": Option("5500", "longest prompt in characters; farther shots are dropped to fit",
+                             parse=positive_int),
+}
 
 
 @dataclass(frozen=True)
@@ -63,18 +76,8 @@ class QAFormat:
     char_budget: int = 5500
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QAFormat:
-        def choice(name: str, allowed: tuple[str, ...]) -> str:
-            value = settings.option(name, allowed[0])
-            if value not in allowed:
-                raise UserError(f"--option {name}={value}: must be one of {', '.join(allowed)}")
-            return value
-
-        budget = settings.option("qa_char_budget", str(cls.char_budget))
-        if not budget.isdigit() or int(budget) == 0:
-            raise UserError(f"--option qa_char_budget={budget}: must be a positive whole number of characters")
-        return cls(choice("qa_question", ("figure", "raw")), choice("qa_separator", ("none", "blank")),
-                   choice("qa_answer_space", ("no", "yes")), int(budget))
+    def from_settings(cls, task: Task, settings: Settings) -> QAFormat:
+        return cls(*(task.option(settings, name) for name in QA_OPTIONS))
 
     def ask(self, question: str) -> str:
         q = question.strip()
@@ -120,7 +123,7 @@ def clean_answer(completion: str) -> str:
 
 
 def qa_requests(doc: Doc, shots: list[Doc], settings: Settings, task: GenerationTask) -> list[Request]:
-    prompt = qa_prompt(doc, shots, QAFormat.from_settings(settings))
+    prompt = qa_prompt(doc, shots, QAFormat.from_settings(task, settings))
     return [GenerationRequest(prompt, task.until, task.max_new_tokens, temperature=0.0, n=1, seed=settings.seed)]
 
 
@@ -222,15 +225,15 @@ class NaturalQuestions(GenerationTask):
     few_shot_pool = "DPR nq-dev (nq_open/topics.dpr.nq.dev.txt), or nq_open train on the hub"
     until = ("\n",)
     max_new_tokens = 32
-    source_description = ""  # set by load()
+    options = QA_OPTIONS
+    release_files = ("nq_open/NQ-open.dev.jsonl",)
+    release_split = "dev"
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
             path = data.release_file(Path(data_dir), "nq_open/NQ-open.dev.jsonl")
-            self.source_description = "release file nq_open/NQ-open.dev.jsonl (NQ-open dev, 3,610 questions)"
             return unique_ids([self.doc(row, path, lineno) for lineno, row in data.read_records(path)])
         source = data.hf_source(self.hf_dataset)
-        self.source_description = source
         return unique_ids([self.doc(row, source, i + 1) for i, row in enumerate(data.load_hf(self.hf_dataset))])
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
@@ -248,7 +251,7 @@ class NaturalQuestions(GenerationTask):
         return qa_doc("nq", data.field(row, "question", source, lineno), answers, answers[0])
 
     def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
-        return fit_shots(doc, super().select_shots(doc, pool, k, settings), QAFormat.from_settings(settings))
+        return fit_shots(doc, super().select_shots(doc, pool, k, settings), QAFormat.from_settings(self, settings))
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
         """The prompt with the default options (requests() applies the run's options)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data
+from .options import calibration_context
 from .base import Doc, MultipleChoiceTask
 
 
@@ -32,7 +33,10 @@ class OpenBookQA(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("allenai/openbookqa", "main", "test")
+    release_files = ("openbookqa/Main/test.jsonl",)
     scoring = "calibrated"
+    calibration_option = "openbookqa_calibration_context"
+    options = {calibration_option: calibration_context("openbookqa")}
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "openbookqa/Main/test.jsonl")

@@ -29,6 +29,8 @@ class PIQA(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("ybisk/piqa", None, "validation")
+    release_files = ("piqa/valid.jsonl", "piqa/valid-labels.lst")
+    release_split = "validation"
     scoring = "chars"
 
     def from_release(self, data_dir: Path) -> list[Doc]:

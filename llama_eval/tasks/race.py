@@ -48,10 +48,12 @@ from typing import Any, ClassVar
 from ..errors import UserError
 from . import data
 from .base import Doc, MultipleChoiceTask, Settings
+from .options import Option, calibration_context
 
 RELEASE_PATH = "race/RACE_test.tar.gz"
 LETTERS = ("A", "B", "C", "D")
-SCORING_RULES = ("chars", "calibrated")
+RACE_SCORING = Option("chars", "chars: log-likelihood per character (the paper's general rule); "
+                     "calibrated: GPT-3's rule for RACE", choices=("chars", "calibrated"))
 
 
 def read_articles(path: Path, level: str) -> list[tuple[str, dict[str, Any]]]:
@@ -147,7 +149,10 @@ class RACEMiddle(MultipleChoiceTask):
     headline_metric = "acc"
     hf_dataset = ("ehovy/race", "middle", "test")
     scoring = "chars"  # the default of option race_scoring
-    option_prefix = "race"  # race_scoring and race_calibration_context serve both levels
+    release_files = (RELEASE_PATH,)
+    # Both levels share one protocol, so they share its options.
+    calibration_option = "race_calibration_context"
+    options = {"race_scoring": RACE_SCORING, calibration_option: calibration_context("RACE")}
     level: ClassVar[str] = "middle"
 
     def load(self, data_dir: Path | None) -> list[Doc]:
@@ -180,10 +185,7 @@ class RACEMiddle(MultipleChoiceTask):
 
     # -- the scoring rule is a run option here, not a class constant ---------------------
     def scoring_rule(self, settings: Settings) -> str:
-        value = self.option(settings, "scoring", "chars")
-        if value not in SCORING_RULES:
-            raise UserError(f"--option race_scoring={value}: must be one of {', '.join(SCORING_RULES)}")
-        return value
+        return self.option(settings, "race_scoring")
 
 
 class RACEHigh(RACEMiddle):

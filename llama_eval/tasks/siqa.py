@@ -32,6 +32,8 @@ class SIQA(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("allenai/social_i_qa", None, "validation")
+    release_files = ("siqa/dev.jsonl", "siqa/dev-labels.lst")
+    release_split = "dev"
     scoring = "chars"
 
     def from_release(self, data_dir: Path) -> list[Doc]:

@@ -26,6 +26,7 @@ against every alias, the qa_* options and the character budget for 64 shots.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,15 +53,17 @@ class TriviaQA(NaturalQuestions):
     paper_table = 5
     hf_dataset = ("mandarjoshi/trivia_qa", "rc.nocontext", "validation")
     few_shot_pool = "DPR trivia-dev (triviaqa/topics.dpr.trivia.dev.txt), or rc.nocontext train on the hub"
+    release_files = ("triviaqa/topics.dpr.trivia.test.txt",)
+    release_split = "dev"
+
+    def source(self, data_dir: Path | None) -> data.DataSource:
+        """The release file is DPR's open-domain test split, the official *unfiltered* dev set;
+        the hub's rc.nocontext validation split is the filtered dev set the paper reports."""
+        return replace(super().source(data_dir), variant="unfiltered" if data_dir is not None else "filtered")
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
-            path = data.release_file(Path(data_dir), "triviaqa/topics.dpr.trivia.test.txt")
-            self.source_description = ("release file triviaqa/topics.dpr.trivia.test.txt: DPR open-domain test "
-                                       "= the official UNFILTERED dev set (11,313), not the paper's filtered dev set")
-            return self.from_dpr(path)
-        self.source_description = (f"{data.hf_source(self.hf_dataset)}: the filtered dev set "
-                                   "(the harness's reading of the paper)")
+            return self.from_dpr(data.release_file(Path(data_dir), "triviaqa/topics.dpr.trivia.test.txt"))
         return self.from_hf(None)
 
     def load_shots(self, data_dir: Path | None) -> list[Doc]:

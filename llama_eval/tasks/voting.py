@@ -12,10 +12,14 @@ from typing import Any, Callable, Hashable
 
 from ..errors import UserError
 from ..metrics import majority_vote
-from .base import Doc, DocScore, Settings
-from .code import number_option
+from .base import Doc, DocScore, Settings, Task
+from .options import Option, number_in
 
 TEMPERATURE = 0.6  # Minerva's sampling temperature; NOT STATED for LLaMA
+
+
+def voting_options(task: str) -> dict[str, Option]:
+    return {f"{task}_top_p": Option("1.0", "nucleus top-p of the maj1@k samples", parse=number_in(0.0, 1.0))}
 
 
 def sample_count(settings: Settings, default: int) -> int:
@@ -25,13 +29,13 @@ def sample_count(settings: Settings, default: int) -> int:
     return k
 
 
-def majority_regimes(settings: Settings, task: str, default_samples: int) -> list[dict[str, Any]]:
+def majority_regimes(settings: Settings, task: Task, default_samples: int) -> list[dict[str, Any]]:
     """GenerationRequest fields: greedy, then (if k > 0) k samples."""
     regimes: list[dict[str, Any]] = [dict(temperature=0.0, n=1)]
     k = sample_count(settings, default_samples)
     if k:
         temperature = TEMPERATURE if settings.temperature is None else settings.temperature
-        top_p = number_option(settings, f"{task}_top_p", "1.0", 0.0, 1.0)
+        top_p = task.option(settings, f"{task.name}_top_p")
         regimes.append(dict(temperature=temperature, top_p=top_p, n=k))
     return regimes
 

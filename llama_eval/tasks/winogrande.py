@@ -37,6 +37,8 @@ class WinoGrande(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("allenai/winogrande", "winogrande_xl", "validation")
+    release_files = ("winogrande/dev.jsonl",)
+    release_split = "dev"
     scoring = "chars"
 
     def from_release(self, data_dir: Path) -> list[Doc]:
