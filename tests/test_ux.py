@@ -43,7 +43,10 @@ def test_run_prints_a_summary_before_loading_and_line_progress_naming_the_task(t
     table_row = next(x for x in captured.out.splitlines() if x.startswith(f"| {model.name} |"))
     assert "\u2020" in table_row and "\u2020 model: piqa 0-shot: n=10 of 12 documents (--limit 10)" in captured.out
     assert "\r" not in err  # stderr is not a terminal: plain lines, no bar redrawn in place
-    assert re.fullmatch(rf"model: {re.escape(str(model))} \(meta checkpoint, [\d.]+k parameters\), window 4,096 tokens, "
+    from llama_eval.model.checkpoint import load_checkpoint
+
+    window = load_checkpoint(str(model), device="cpu").info.args.max_seq_len  # what loading gives
+    assert re.fullmatch(rf"model: {re.escape(str(model))} \(meta checkpoint, [\d.]+k parameters\), window {window:,} tokens, "
                         "float32 on cpu", lines[0])
     assert lines[1] == "planning: reading the documents of piqa and building their requests"
     lines = [x for x in lines if not x.startswith(("llama-eval: warning: ", "tokenising: ")) or "--limit" in x]
@@ -70,6 +73,7 @@ def test_run_prints_a_summary_before_loading_and_line_progress_naming_the_task(t
 def test_summary_counts_cut_prompts_and_sampling_cost():
     from llama_eval.evaluator import TaskRun
     from llama_eval.requests import GenerationRequest, LoglikelihoodRequest
+    from llama_eval.tasks.data import DataSource
     from llama_eval.tasks.gsm8k import GSM8K
     from llama_eval.model.tokenizer import Tokenizer
 
@@ -77,7 +81,8 @@ def test_summary_counts_cut_prompts_and_sampling_cost():
     short, long = LoglikelihoodRequest("the cat", " sees"), LoglikelihoodRequest("the cat " * 40, " sees")
     g = [GenerationRequest("a dog", ("\n",), 16, temperature=0.0, n=1),
          GenerationRequest("a dog", ("\n",), 16, temperature=0.6, n=5)]
-    runs = [TaskRun(GSM8K(), 8, [{"id": "1"}, {"id": "2"}], [[short, g[0], g[1]], [long]], [8, 7], available=3)]
+    source = DataSource("release", "gsm8k/test.jsonl", "test", documents=3)
+    runs = [TaskRun(GSM8K(), 8, [{"id": "1"}, {"id": "2"}], [[short, g[0], g[1]], [long]], [8, 7], source)]
     reporter = progress.Reporter(bar=False, stream=io.StringIO())
     work = progress.estimate(runs, tok, window=64, reporter=reporter)
     assert work.cut == {long}  # 40 x "the cat " is well over 64 tokens
