@@ -61,18 +61,15 @@ def settings_of(config: RunConfig) -> Settings:
     return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution)
 
 
-def plan(config: RunConfig, settings: Settings, window: int | None = None) -> list[TaskRun]:
-    """Load every task's documents and build its requests; nothing runs the model yet.
-
-    window: the model's, when known; generation limits are fitted to it (`fit_generation`).
-    A task's own UserError is re-raised with the task's name in front.
-    """
+def check_tasks(config: RunConfig, settings: Settings) -> tuple[list[Task], dict[str, tuple[int, ...]]]:
+    """The selected tasks (and per-task shot counts), after the checks that need no data: task
+    names, --include files, --data-dir, --task-shots, options, code execution. Cheap, so
+    a mistyped flag is refused before anything is announced or read."""
     for path in config.include:
         registry.include(path, override=config.include_override)
-    data_dir = Path(config.data_dir) if config.data_dir else None
-    if data_dir is not None and not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
-    runs = []
+    if config.data_dir and not Path(config.data_dir).is_dir():
+        raise UserError(f"--data-dir {config.data_dir} is not a folder; give the folder holding the release files "
+                        "(e.g. ../shared/data)")
     names = [registry.canonical_name(n) for n in config.tasks]  # letter case ignored
     folded = {n.casefold(): n for n in names}
     per_task = {folded.get(n.casefold(), n): k for n, k in config.task_shots}
@@ -80,10 +77,24 @@ def plan(config: RunConfig, settings: Settings, window: int | None = None) -> li
         raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
     tasks = [registry.get_task(name) for name in names]
     check_given(dict(settings.options), tasks, registry.all_option_names)
-    for name, task in zip(names, tasks):
+    for task in tasks:
         if task.needs_code_execution and not config.allow_code_execution:
-            raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
+            raise UserError(f"task {task.name} runs model-written code to grade it; pass --allow-code-execution "
                             "to allow that (it runs in a sandbox, see execution.py), or leave the task out")
+    return tasks, per_task
+
+
+def plan(config: RunConfig, settings: Settings, window: int | None = None) -> list[TaskRun]:
+    """Load every task's documents and build its requests; nothing runs the model yet.
+
+    window: the model's, when known; generation limits are fitted to it (`fit_generation`).
+    A task's own UserError is re-raised with the task's name in front.
+    """
+    tasks, per_task = check_tasks(config, settings)
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    runs = []
+    for task in tasks:
+        name = task.name
         try:
             docs = task.load(data_dir)
             source = dataclasses.replace(task.source(data_dir), documents=len(docs))
@@ -263,9 +274,11 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     if load is None:  # the model's config and tokenizer only: a wrong name fails before any data is read
         facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype,
                               config.max_len)
-        reporter.say(model_line(facts))
-    reporter.say(f"planning: reading the documents of {', '.join(config.tasks)} and building their requests")
     settings = settings_of(config)
+    tasks, _ = check_tasks(config, settings)
+    if facts is not None:
+        reporter.say(model_line(facts))
+    reporter.say(f"planning: reading the documents of {', '.join(t.name for t in tasks)} and building their requests")
     runs = plan(config, settings, facts.window if facts else None)
     work = Workload()
     if facts is not None and main_rank:
