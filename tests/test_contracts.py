@@ -14,7 +14,8 @@ from llama_eval.cache import ResultCache
 from llama_eval.cli import main
 from llama_eval.config import RunConfig, results_fields
 from llama_eval.errors import UserError
-from llama_eval.reporting import Run, paper_table
+from llama_eval.reporting import Run
+from llama_eval.tables import paper_table
 from llama_eval.requests import LoglikelihoodRequest, LoglikelihoodResult
 from llama_eval.tasks.options import Option, check_given, number_in
 
