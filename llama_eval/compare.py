@@ -17,12 +17,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import results_fields
 from .errors import UserError
 from .reporting import SAMPLE_COLUMNS, Run
 from .tables import PAPER_TABLES
 
-# run.json config fields that never change a number: left out of the configuration difference.
-_NOT_NUMBERS = frozenset({"output", "cache", "use_cache", "progress", "dist_timeout"})
 
 
 @dataclass
@@ -196,7 +195,8 @@ def _facts(info: dict[str, Any]) -> dict[str, Any]:
     facts = {"model fingerprint": model.get("fingerprint"), "dtype": model.get("dtype"),
              "engine version": info.get("engine_version", model.get("engine_version")),
              "llama-eval version": info.get("version")}
-    facts.update({k: v for k, v in info.get("config", {}).items() if k not in _NOT_NUMBERS})
+    counted = set(results_fields())  # the config fields declared to change the numbers
+    facts.update({k: v for k, v in info.get("config", {}).items() if k in counted})
     for key, d in info.get("datasets", {}).items():
         facts[f"documents {key}"] = (d.get("documents"), d.get("fingerprint"))
     return {k: v for k, v in facts.items() if v is not None or k == "engine version"}
