@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from . import reporting, tables
+    from . import reporting
     from .evaluator import evaluate
     from .tasks import get_task, include, names
 

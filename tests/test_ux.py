@@ -202,6 +202,18 @@ def test_plugin_missing_a_hook_is_one_error_naming_file_and_hook(tmp_path, clean
         registry.include(plugin)
 
 
+def test_plugin_declaring_a_bad_option_is_refused_at_load(tmp_path, clean_plugins):
+    source = (REPO / "examples" / "capitals.py").read_text()
+    plugin = tmp_path / "opts.py"
+    plugin.write_text(source + "\nCapitals.options = {'capitals_mode': 'fast'}\n")
+    with pytest.raises(UserError, match=r"task 'capitals' declares option 'capitals_mode' as 'fast'.*Option\(default, help"):
+        registry.include(plugin)
+    plugin.write_text(source + "\nfrom llama_eval.tasks.options import Option\n"
+                      "Capitals.options = {'capitals_mode': Option('slow', 'how', choices=('fast',))}\n")
+    with pytest.raises(UserError, match=r"the default of option 'capitals_mode' is refused by its rule"):
+        registry.include(plugin)
+
+
 def test_included_task_cannot_shadow_a_builtin_without_override(tmp_path, clean_plugins):
     source = (REPO / "examples" / "capitals.py").read_text().replace('name = "capitals"', 'name = "PIQA"')
     plugin = tmp_path / "shadow.py"

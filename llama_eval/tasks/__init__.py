@@ -17,6 +17,7 @@ from typing import Mapping
 
 from ..errors import UserError
 from .base import GenerationTask, MultipleChoiceTask, Task
+from .options import Option
 
 TASKS: dict[str, str] = {
     # Table 3: common sense reasoning, zero-shot
