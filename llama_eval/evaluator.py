@@ -173,7 +173,10 @@ def protocol_differences(config: RunConfig, runs: list[TaskRun]) -> list[str]:
     out += [f"--samples {config.samples}"] if config.samples is not None else []
     out += [f"--temperature {config.temperature}"] if config.temperature is not None else []
     out += [f"--max-new-tokens {config.max_new_tokens}"] if config.max_new_tokens is not None else []
-    out += [f"--option {o}" for o in config.options]
+    declared = {name: option for r in runs for name, option in r.task.options.items()}
+    for name, value in parse_assignments(config.options).items():
+        if name in declared and value != declared[name].default:
+            out.append(f"--option {name}={value} (default {declared[name].default})")
     return out
 
 

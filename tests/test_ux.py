@@ -309,3 +309,16 @@ def test_models_says_which_presets_were_found(tmp_path, capsys, monkeypatch):
     assert re.search(r"^7b\s+[\d,]+\s+2048\s+found\s", out, re.M)
     assert re.search(r"^13b\s+[\d,]+\s+2048\s+missing\s", out, re.M)
     assert f"found under $LLAMA_EVAL_MODELS: 7b ({tmp_path / '7B'})" in out
+
+
+def test_protocol_differences_name_limit_shots_samples_and_changed_options():
+    from llama_eval.config import RunConfig
+    from llama_eval.evaluator import TaskRun, protocol_differences
+
+    race, mmlu = registry.get_task("race_high"), registry.get_task("mmlu")
+    runs = [TaskRun(race, 0, [], [], [], None), TaskRun(mmlu, 0, [], [], [], None)]
+    config = RunConfig(model="random:tiny", tasks=("race_high", "mmlu"), limit=3, samples=4,
+                       options=("race_scoring=calibrated", "race_calibration_context=Answer:"))
+    assert protocol_differences(config, runs) == [
+        "--limit 3 (per subject where a task has them)", "mmlu at 0 shots (paper: 5)", "--samples 4",
+        "--option race_scoring=calibrated (default chars)"]  # an option given at its default is not a difference
