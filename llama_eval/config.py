@@ -53,10 +53,12 @@ class RunConfig:
     share_prefixes: bool = how(True)
     samples: int | None = results(None)  # generation samples per problem; None: task default
     temperature: float | None = results(None)  # override a generation task's sampling temperature
+    max_new_tokens: int | None = results(None)  # every generation task's limit; None: each task's, clamped to the window
     options: tuple[str, ...] = results(())  # task options "name=value" (see `llama-eval tasks NAME`)
     allow_code_execution: bool = results(False)
     allow_unsandboxed: bool = how(False)  # run that code even where the sandbox has no kernel isolation
     include: tuple[str, ...] = results(())  # extra task files
+    include_override: bool = how(False)  # an included task may replace a built-in one of the same name
     cache: str | None = how(None)  # request cache file; None: <output>/cache.sqlite
     use_cache: bool = how(True)
     overwrite: bool = how(False)  # replace the results of another run in the output folder

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from . import reporting
+from .cli import print_results
 from .evaluator import RunConfig, evaluate
 from .tasks import TASKS, get_task
 
@@ -27,7 +28,7 @@ def demo_config(output: Path, allow_code_execution: bool = False) -> RunConfig:
         output=str(output), device="cpu", dtype="float32", allow_code_execution=allow_code_execution,
         # Few samples keep it quick: maj1@4 for GSM8K, pass@1 from 4 samples for the code tasks.
         samples=4, options=("humaneval_k=1", "mbpp_k=1"),
-        use_cache=False, progress=False,
+        use_cache=False,
         # The demo's question-answering pools are too small for the paper's 5 and 64 shots.
         task_shots=(("nq_open", (0, 1)), ("triviaqa", (0, 1))),
     )
@@ -39,9 +40,7 @@ def run_demo(output: Path, allow_code_execution: bool = False) -> int:
         # The bundled documents are not the release files, and MMLU has only a few subjects.
         warnings.simplefilter("ignore")
         outcome = evaluate(demo_config(output, allow_code_execution))
-    run = reporting.load_run(outcome.run_dir)
-    for table in reporting.tables_for([run]):
-        print(reporting.paper_table(table, [run], "md"))
+    print_results(reporting.load_run(outcome.run_dir))
     skipped = "" if allow_code_execution else (
         "HumanEval and MBPP were left out: they run model-written code; add --allow-code-execution to include them.\n")
     print(

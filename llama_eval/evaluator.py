@@ -17,15 +17,17 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-from . import __version__, parallel, reporting, tasks as registry
+from . import __version__, parallel, reporting, tables, tasks as registry
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
 from .engine.runner import Engine
 from .errors import UserError
+from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
 from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
 from .tasks.data import DataSource
@@ -61,53 +63,145 @@ def settings_of(config: RunConfig) -> Settings:
                     config.allow_unsandboxed)
 
 
-def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
-    """Load every task's documents and build its requests; nothing runs the model yet."""
+def check_tasks(config: RunConfig, settings: Settings) -> tuple[list[Task], dict[str, tuple[int, ...]]]:
+    """The selected tasks (and per-task shot counts), after the checks that need no data: task
+    names, --include files, --data-dir, --task-shots, options, code execution. Cheap, so
+    a mistyped flag is refused before anything is announced or read."""
     for path in config.include:
-        registry.include(path)
-    data_dir = Path(config.data_dir) if config.data_dir else None
-    if data_dir is not None and not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a folder; give the folder holding the release files (e.g. ../shared/data)")
-    if any(registry.get_task(name).needs_code_execution for name in config.tasks) and config.allow_code_execution:
+        registry.include(path, override=config.include_override)
+    if config.data_dir and not Path(config.data_dir).is_dir():
+        raise UserError(f"--data-dir {config.data_dir} is not a folder; give the folder holding the release files "
+                        "(e.g. ../shared/data)")
+    names = [registry.canonical_name(n) for n in config.tasks]  # letter case ignored
+    folded = {n.casefold(): n for n in names}
+    per_task = {folded.get(n.casefold(), n): k for n, k in config.task_shots}
+    if unknown := set(per_task) - set(names):
+        raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
+    tasks = [registry.get_task(name) for name in names]
+    check_given(dict(settings.options), tasks, registry.all_option_names)
+    for task in tasks:
+        if task.needs_code_execution and not config.allow_code_execution:
+            raise UserError(f"task {task.name} runs model-written code to grade it; pass --allow-code-execution "
+                            "to allow that (it runs in a sandbox, see execution/__init__.py), or leave the task out")
+    if config.allow_code_execution and any(task.needs_code_execution for task in tasks):
         from . import execution  # say how the model's code will be confined, or refuse (one line)
 
         print(execution.require_isolation(config.allow_unsandboxed).describe(), file=sys.stderr)
+    return tasks, per_task
+
+
+def plan(config: RunConfig, settings: Settings, window: int | None = None) -> list[TaskRun]:
+    """Load every task's documents and build its requests; nothing runs the model yet.
+
+    window: the model's, when known; generation limits are fitted to it (`fit_generation`).
+    A task's own UserError is re-raised with the task's name in front.
+    """
+    tasks, per_task = check_tasks(config, settings)
+    data_dir = Path(config.data_dir) if config.data_dir else None
     runs = []
-    per_task = dict(config.task_shots)
-    if unknown := set(per_task) - set(config.tasks):
-        raise UserError(f"--task-shots names {', '.join(sorted(unknown))}, which --tasks does not include")
-    tasks = [registry.get_task(name) for name in config.tasks]
-    check_given(dict(settings.options), tasks, registry.all_option_names)
-    for name, task in zip(config.tasks, tasks):
-        if task.needs_code_execution and not config.allow_code_execution:
-            raise UserError(f"task {name} runs model-written code to grade it; pass --allow-code-execution "
-                            "to allow that (it runs in a sandbox, see execution/__init__.py), or leave the task out")
-        docs = task.load(data_dir)
-        source = dataclasses.replace(task.source(data_dir), documents=len(docs))
-        if config.limit is not None:
-            docs = docs[: config.limit]
-        pool: list[Doc] | None = None
-        for k in per_task.get(name) or (config.shots if config.shots is not None else task.paper_shots):
-            if k and pool is None:
-                pool = task.load_shots(data_dir)
-            chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
-            reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
-            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
+    for task in tasks:
+        name = task.name
+        try:
+            docs = task.load(data_dir)
+            source = dataclasses.replace(task.source(data_dir), documents=len(docs))
+            if config.limit is not None:
+                docs = limit_documents(docs, config.limit, task.limit_group)
+            pool: list[Doc] | None = None
+            for k in per_task.get(name) or (config.shots if config.shots is not None else task.paper_shots):
+                if k and pool is None:
+                    pool = task.load_shots(data_dir)
+                chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
+                reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
+                reqs = fit_generation(task.name, reqs, config.max_new_tokens, window)
+                runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
+        except UserError as e:
+            if str(e).startswith((name, f"task {name}")):
+                raise
+            raise UserError(f"task {name}: {e}") from e
     return runs
 
 
-def answer(requests: Sequence[Request], engine: Engine, cache=None, progress: bool = True,
-           dist: parallel.Dist | None = None) -> dict[Request, Result]:
+def limit_documents(docs: list[Doc], limit: int, group: str) -> list[Doc]:
+    """The first `limit` documents, or the first `limit` of each value of the field `group`
+    (MMLU's subjects), so a partial run still covers every group."""
+    if limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1 (leave it out to run every document)")
+    if not group:
+        return docs[:limit]
+    seen: dict[Any, int] = {}
+    out = []
+    for doc in docs:
+        key = doc.get(group)
+        if seen.get(key, 0) < limit:
+            seen[key] = seen.get(key, 0) + 1
+            out.append(doc)
+    return out
+
+
+def fit_generation(task: str, reqs: list[list[Request]], max_new_tokens: int | None,
+                   window: int | None) -> list[list[Request]]:
+    """Generation requests with `max_new_tokens` (--max-new-tokens) or, without it, the task's
+    own limit clamped to half the window (so half is left for the prompt), with a warning."""
+    if max_new_tokens is not None and (max_new_tokens < 1 or (window is not None and max_new_tokens >= window)):
+        raise UserError(f"--max-new-tokens {max_new_tokens}: must be at least 1 and below the model's "
+                        f"window{f' ({window})' if window else ''}")
+    if max_new_tokens is None and window is None:
+        return reqs
+    out, clamped = [], set()
+    for doc_reqs in reqs:
+        fitted = []
+        for r in doc_reqs:
+            if isinstance(r, GenerationRequest):
+                limit = max_new_tokens if max_new_tokens is not None else min(r.max_new_tokens, window // 2)
+                if limit != r.max_new_tokens:
+                    if max_new_tokens is None:
+                        clamped.add(r.max_new_tokens)
+                    r = dataclasses.replace(r, max_new_tokens=limit)
+            fitted.append(r)
+        out.append(fitted)
+    if clamped:
+        warnings.warn(f"{task}: max new tokens {', '.join(map(str, sorted(clamped)))} clamped to {window // 2} "
+                      f"to fit the model's {window}-token window with room for the prompt "
+                      "(--max-new-tokens N sets it)")
+    return out
+
+
+def protocol_differences(config: RunConfig, runs: list[TaskRun]) -> list[str]:
+    """The settings of this run that the paper's protocol does not have, in words."""
+    out = []
+    if config.limit is not None:
+        grouped = sorted({r.task.limit_group for r in runs if r.task.limit_group})
+        out.append(f"--limit {config.limit}" + (f" (per {', '.join(grouped)} where a task has them)" if grouped else ""))
+    for task in dict.fromkeys(r.task for r in runs):
+        shots = tuple(r.shots for r in runs if r.task is task)
+        if shots != task.paper_shots:
+            out.append(f"{task.name} at {','.join(map(str, shots))} shots (paper: {','.join(map(str, task.paper_shots))})")
+    out += [f"--samples {config.samples}"] if config.samples is not None else []
+    out += [f"--temperature {config.temperature}"] if config.temperature is not None else []
+    out += [f"--max-new-tokens {config.max_new_tokens}"] if config.max_new_tokens is not None else []
+    declared = {name: option for r in runs for name, option in r.task.options.items()}
+    for name, value in parse_assignments(config.options).items():
+        if name in declared and value != declared[name].default:
+            out.append(f"--option {name}={value} (default {declared[name].default})")
+    return out
+
+
+def answer(requests: Sequence[Request], engine: Engine, cache=None, reporter: Reporter | None = None,
+           dist: parallel.Dist | None = None, work: Workload | None = None) -> dict[Request, Result]:
     """Results for the distinct `requests`: from the cache where present, else from the engine.
 
     Under torchrun every rank calls this with the same requests; rank 0 alone holds the cache,
-    tells the others what is left, and receives every result (the others get {}).
+    tells the others what is left, and receives every result (the others get {}). `reporter`
+    shows the progress of each phase, weighted by `work`'s token estimates.
     """
+    reporter = reporter or Reporter(quiet=True)
     unique = list(dict.fromkeys(requests))
     done: dict[Request, Result] = cache.get_many(unique) if cache is not None else {}
     cached = [r in done for r in unique]
     if dist is not None:
         cached = parallel.broadcast_object(cached, dist)
+    if any(cached):
+        reporter.say(f"cache: {sum(cached):,} of {len(unique):,} requests already answered")
     todo_ll = [r for r, c in zip(unique, cached) if not c and isinstance(r, LoglikelihoodRequest)]
     todo_gen = [r for r, c in zip(unique, cached) if not c and isinstance(r, GenerationRequest)]
     for phase, todo, run in (("scoring", todo_ll, engine.iter_loglikelihood),
@@ -115,7 +209,7 @@ def answer(requests: Sequence[Request], engine: Engine, cache=None, progress: bo
         if not todo:
             continue
         results = run(todo) if dist is None else parallel.iter_data_parallel(todo, run, engine.tokenizer, dist)
-        for i, res in _progress(results, len(todo), phase, engine, progress):
+        for i, res in reporter.track(phase, results, todo, work or Workload()):
             if isinstance(res, LoglikelihoodResult) and not math.isfinite(res.logprob):
                 raise UserError(f"the model scored {res.logprob} for the continuation {todo[i].continuation[:60]!r} "
                                 f"after {todo[i].context[-60:]!r}: its weights or dtype give non-finite numbers "
@@ -126,19 +220,6 @@ def answer(requests: Sequence[Request], engine: Engine, cache=None, progress: bo
         if cache is not None:
             cache.flush()
     return done
-
-
-def _progress(results: Iterator, total: int, phase: str, engine: Engine, enabled: bool) -> Iterator:
-    from tqdm import tqdm
-
-    start, tokens_before = time.monotonic(), engine.tokens()
-    with tqdm(total=total, desc=phase, unit="req", disable=not enabled, dynamic_ncols=True) as bar:
-        for n, item in enumerate(results, 1):
-            bar.update()
-            if n % 64 == 0 or n == total:
-                rate = (engine.tokens() - tokens_before) / max(time.monotonic() - start, 1e-9)
-                bar.set_postfix_str(f"{rate:.0f} tok/s")
-            yield item
 
 
 def score(run: TaskRun, results: dict[Request, Result], settings: Settings) -> None:
@@ -188,25 +269,40 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome | No
 
 
 def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | None) -> RunOutcome | None:
-    from .model.checkpoint import RANDOM_PREFIX, load_checkpoint, resolve_spec
+    from .model.checkpoint import load_checkpoint
 
-    if load is None and not config.model.startswith(RANDOM_PREFIX):
-        resolve_spec(config.model)  # a wrong model name fails before any data is read
+    main_rank = dist is None or dist.is_main
+    reporter = Reporter(bar=config.progress, quiet=not main_rank)
+    facts = None
+    if load is None:  # the model's config and tokenizer only: a wrong name fails before any data is read
+        facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype,
+                              config.max_len)
     settings = settings_of(config)
-    runs = plan(config, settings)
+    tasks, _ = check_tasks(config, settings)
+    if facts is not None:
+        reporter.say(model_line(facts))
+    reporter.say(f"planning: reading the documents of {', '.join(t.name for t in tasks)} and building their requests")
+    runs = plan(config, settings, facts.window if facts else None)
+    work = Workload()
+    if facts is not None and main_rank:
+        work = estimate(runs, facts.tokenizer, facts.window, reporter)
+        for line in summarise(runs, work, protocol_differences(config, runs)):
+            reporter.say(line)
     kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer,
               max_seq_len=config.max_len)
+    started_loading = time.monotonic()
     if dist is not None and dist.tp > 1:
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
     else:
         loaded = (load or load_checkpoint)(config.model, **kw)
+    reporter.say(f"weights loaded in {time.monotonic() - started_loading:.1f} s")
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
     # Scoring first, then generation: tasks that only score are written before generation starts.
     phases = [[r for r in requests if isinstance(r, kind)] for kind in (LoglikelihoodRequest, GenerationRequest)]
-    if dist is not None and not dist.is_main:
+    if not main_rank:
         for phase in phases:
-            answer(phase, engine, None, False, dist)
+            answer(phase, engine, None, reporter, dist)
         parallel.gather_to_main(engine.stats(), dist)  # rank 0 reports the work of every copy
         return None
 
@@ -227,13 +323,13 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
             "date": writer.date, "config_hash": chash, "base_hash": config_hash(config, info.fingerprint, base=True),
             "status": "running", "config": dataclasses.asdict(config),
             "model": {**_jsonable(dataclasses.asdict(info)), "label": writer.model, "paper_model": writer.paper_model},
-            "datasets": {**(previous or {}).get("datasets", {}), **_datasets(runs)}}
+            "datasets": {**(previous or {}).get("datasets", {}), **_datasets(runs, config)}}
     _write_json(run_dir / "run.json", meta)
     started = time.monotonic()
     results: dict[Request, Result] = {}
     try:
         for phase in phases:
-            results.update(answer(phase, engine, cache, config.progress, dist))
+            results.update(answer(phase, engine, cache, reporter, dist, work))
             writer.write_finished(runs, results, settings)
     except BaseException as error:  # recorded, then raised as it was: the run folder says it failed
         meta.update(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
@@ -247,13 +343,22 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats)
+    meta["datasets"].update(_datasets(runs, config))  # now with what the window did to each task
+    meta["caveats"] = tables.caveats(meta)
     _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, writer.rows, stats)
 
 
-def _datasets(runs: list[TaskRun]) -> dict[str, Any]:
-    return {f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
-                                         "source": dataclasses.asdict(r.source)} for r in runs}
+def _datasets(runs: list[TaskRun], config: RunConfig) -> dict[str, Any]:
+    """run.json's record of each (task, shots): its data, what was run, and (once scored) what
+    the window did to it."""
+    return {f"{r.task.name}@{r.shots}": {
+        "documents": len(r.docs), "documents_available": r.source.documents, "limit": config.limit,
+        "limit_group": r.task.limit_group if config.limit is not None else "",
+        "fingerprint": docs_fingerprint(r.docs), "source": dataclasses.asdict(r.source),
+        "headline_metric": r.task.headline_metric, "requests": sum(len(reqs) for reqs in r.requests),
+        "truncated_requests": sum(s.extra.get("truncated_requests", 0) for s in r.scores),
+        "shots_dropped_documents": sum(used < r.shots for used in r.shots_used)} for r in runs}
 
 
 RESULT_FILES = ("run.json", "summary.csv", "samples_*.csv", "samples_*.jsonl")

@@ -7,8 +7,9 @@ buffers, in bytes:
                    (kv heads: Hkv/tp each, or one when tp > Hkv), the embedding and the
                    norms whole
     kv_scoring     the scorer's cache: 1 row x (window + batch_tokens) slots
-    kv_generation  the generator's cache: max_batch rows x window slots (allocated when
-                   the engine is made, so it coexists with the scorer's)
+    kv_generation  the generator's cache: max_batch rows x window slots, only when a task
+                   generates (allocated at the first generation request, beside the
+                   scorer's cache); the largest max_batch that fits is reported
     activations    one scoring forward of batch_tokens tokens N: WIDTH_BUFFERS float32
                    [N, dim] buffers (the residual stream, RMSNorm and rotary work in
                    float32), FFN_BUFFERS [N, ffn/tp] ones (w1, w3 and their product),
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Sequence
 
 from .engine.scoring import LOGIT_ROWS, default_batch_tokens
 from .errors import UserError
@@ -80,7 +82,8 @@ def rank_parameters(args: ModelArgs, tp: int) -> int:
     return a.vocab_size * a.dim + a.n_layers * per_layer + a.dim + (a.vocab_size // tp) * a.dim
 
 
-def rank_memory(args: ModelArgs, tp: int, dtype: str, batch_tokens: int, window: int, max_batch: int) -> dict[str, int]:
+def rank_memory(args: ModelArgs, tp: int, dtype: str, batch_tokens: int, window: int, max_batch: int,
+                generation: bool = True) -> dict[str, int]:
     """Bytes per rank, by item (module docstring), and their total."""
     size = BYTES_PER_PARAM[dtype]
     slot = 2 * args.n_layers * max(args.kv_heads // tp, 1) * args.head_dim * size
@@ -88,7 +91,7 @@ def rank_memory(args: ModelArgs, tp: int, dtype: str, batch_tokens: int, window:
     items = {
         "weights": rank_parameters(args, tp) * size,
         "kv_scoring": slot * (window + batch_tokens),
-        "kv_generation": slot * max_batch * window,
+        "kv_generation": slot * max_batch * window if generation else 0,
         "activations": (WIDTH_BUFFERS * n * args.dim * 4 + FFN_BUFFERS * n * (args.ffn_dim // tp) * size
                         + n * (window + n) + LOGIT_BUFFERS * LOGIT_ROWS * (args.vocab_size // tp) * 4),
         "overhead": OVERHEAD_BYTES,
@@ -97,12 +100,27 @@ def rank_memory(args: ModelArgs, tp: int, dtype: str, batch_tokens: int, window:
     return items
 
 
+def generates(tasks: Sequence[str] | None) -> bool:
+    """Whether any of `tasks` (None: unknown, so assume so) sends generation requests."""
+    if tasks is None:
+        return True
+    from .tasks import get_task, names
+    from .tasks.base import GenerationTask
+
+    chosen = names() if tuple(tasks) == ("all",) else tasks
+    return any(isinstance(get_task(t), GenerationTask) for t in chosen)
+
+
 def plan_memory(model: str | ModelArgs, gpus: int, gpu_memory_gb: float, tp: int | None = None,
                 batch_tokens: int | None = None, window: int | None = None, dtype: str = "bfloat16",
-                max_batch: int = 32) -> dict:
+                max_batch: int = 32, tasks: Sequence[str] | None = None) -> dict:
     """The memory one rank needs and whether it fits in gpu_memory_gb (GiB, as nvidia-smi's
-    80 GB H100 has 80 GiB); tp None chooses the smallest tensor-parallel size that fits."""
+    80 GB H100 has 80 GiB); tp None chooses the smallest tensor-parallel size that fits.
+    tasks: the run's tasks; the generation cache is counted only if one of them generates
+    (None: assume one does). `max_batch_fits` is the largest --max-batch that fits at the
+    chosen tp (None without generation; 0 when not even one row fits)."""
     label, args = model_args(model)
+    generation = generates(tasks)
     batch_tokens = batch_tokens or default_batch_tokens(args)
     if gpus < 1 or gpu_memory_gb <= 0:
         raise UserError(f"--gpus {gpus} and --gpu-memory {gpu_memory_gb} must be positive")
@@ -117,18 +135,23 @@ def plan_memory(model: str | ModelArgs, gpus: int, gpu_memory_gb: float, tp: int
         raise UserError(f"--tp {tp} must divide --gpus {gpus} and split the model evenly; "
                         f"use one of {', '.join(map(str, sizes))}")
     budget = gpu_memory_gb * GIB
-    options = {t: rank_memory(args, t, dtype, batch_tokens, window, max_batch) for t in sizes}
+    options = {t: rank_memory(args, t, dtype, batch_tokens, window, max_batch, generation) for t in sizes}
     if tp is not None:
         chosen, how = tp, "given"
     else:
         fitting = [t for t in sizes if options[t]["total"] <= budget]
         chosen, how = (fitting[0], "smallest that fits") if fitting else (sizes[-1], "largest possible; none fits")
     per_rank = options[chosen]
+    max_batch_fits = None
+    if generation:
+        row = rank_memory(args, chosen, dtype, batch_tokens, window, 1)["kv_generation"]
+        max_batch_fits = max(0, int((budget - (per_rank["total"] - per_rank["kv_generation"])) // row))
     return {
         "model": label, "parameters": rank_parameters(args, 1), "dtype": dtype, "gpus": gpus,
         "gpu_memory_gib": gpu_memory_gb, "tp": chosen, "dp": gpus // chosen, "chosen": how,
         "window": window, "batch_tokens": batch_tokens, "max_batch": max_batch,
-        "per_rank": per_rank, "fits": per_rank["total"] <= budget,
+        "per_rank": per_rank, "fits": per_rank["total"] <= budget, "generation": generation,
+        "tasks": list(tasks) if tasks is not None else None, "max_batch_fits": max_batch_fits,
         "alternatives": [{"tp": t, "total": o["total"], "fits": o["total"] <= budget} for t, o in options.items()],
     }
 
@@ -138,7 +161,8 @@ def format_plan(report: dict) -> str:
     rows = [
         ("weights", per["weights"], ""),
         ("KV cache, scoring", per["kv_scoring"], f"1 row x {r['window'] + r['batch_tokens']} slots"),
-        ("KV cache, generation", per["kv_generation"], f"{r['max_batch']} rows x {r['window']} slots"),
+        ("KV cache, generation", per["kv_generation"], f"{r['max_batch']} rows x {r['window']} slots" if r["generation"]
+         else f"none: no generation task among {', '.join(r['tasks'] or [])}"),
         ("activations", per["activations"], f"{r['batch_tokens']} tokens per forward"),
         ("overhead", per["overhead"], "CUDA context, workspaces"),
         ("total", per["total"], f"of {r['gpu_memory_gib']:g} GiB: " + ("fits" if r["fits"] else "does NOT fit")),
@@ -154,12 +178,19 @@ def format_plan(report: dict) -> str:
               for a in r["alternatives"] if a["tp"] != r["tp"]]
     if others:
         lines.append("other sizes: " + ", ".join(others))
+    if r["tasks"] is None:
+        lines.append("(no --tasks given: a generation task is assumed; e.g. --tasks mmlu plans a scoring-only run)")
+    if r["max_batch_fits"] is not None:
+        lines.append(f"largest --max-batch that fits: {r['max_batch_fits']}" if r["max_batch_fits"]
+                     else "largest --max-batch that fits: none (not even one generation row)")
     if not r["fits"]:
-        lines.append("to fit: more GPUs, or a smaller --max-batch (generation's KV cache) or --batch-tokens")
+        lines.append("to fit: more GPUs, " + ("a smaller --max-batch (generation's KV cache), " if r["generation"] else "")
+                     + "or a smaller --batch-tokens")
     return "\n".join(lines)
 
 
 def cmd_plan_text(model: str, gpus: int, gpu_memory: float, tp: int | None = None, batch_tokens: int | None = None,
-                  max_batch: int = 32, window: int | None = None, dtype: str = "bfloat16") -> str:
+                  max_batch: int = 32, window: int | None = None, dtype: str = "bfloat16",
+                  tasks: Sequence[str] | None = None) -> str:
     """What `llama-eval plan` prints."""
-    return format_plan(plan_memory(model, gpus, gpu_memory, tp, batch_tokens, window, dtype, max_batch))
+    return format_plan(plan_memory(model, gpus, gpu_memory, tp, batch_tokens, window, dtype, max_batch, tasks))

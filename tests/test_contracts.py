@@ -13,7 +13,8 @@ from llama_eval import tasks as registry
 from llama_eval.cli import main
 from llama_eval.config import RunConfig, results_fields
 from llama_eval.errors import UserError
-from llama_eval.reporting import Run, paper_table
+from llama_eval.reporting import Run
+from llama_eval.tables import paper_table
 from llama_eval.tasks.options import Option, check_given, number_in
 
 from conftest import SAMPLE_DATA, TINY_TOKENIZER, make_settings  # noqa: E402

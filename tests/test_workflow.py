@@ -110,20 +110,38 @@ def test_compare_flags_a_planted_difference(tmp_path, capsys):
     model = write_meta_checkpoint(tmp_path / "model", dim=64, layers=2)
     data = write_piqa(tmp_path / "data", 60)
     assert main(run_args(model, data, tmp_path / "a")) == 0
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--fail-below", "1"]) == 0
+    assert "config: identical" in capsys.readouterr().out
+    # Plant exactly 20 flips: the first 20 documents right in A and wrong in B, nothing else.
     samples = pd.read_csv(tmp_path / "a" / "samples_piqa.csv")
-    planted = tmp_path / "b"
-    planted.mkdir()
-    worse = samples.copy()
-    right = worse.index[worse["correct"] == 1][:20]
-    worse.loc[right, ["correct", "acc"]] = 0.0
-    worse.to_csv(planted / "samples_piqa.csv", index=False)
+    base, worse = samples.copy(), samples.copy()
+    first = samples.index[:20]
+    base.loc[first, ["correct", "acc"]] = 1.0
+    worse.loc[first, ["correct", "acc"]] = 0.0
+    worse.loc[first, "prediction"] = 1 - worse.loc[first, "prediction"]
+    for name, df in (("base", base), ("worse", worse)):
+        (tmp_path / name).mkdir()
+        df.to_csv(tmp_path / name / "samples_piqa.csv", index=False)
+    a_pct = 100 * base["acc"].mean()
     capsys.readouterr()
-    code = main(["compare", str(tmp_path / "a" / "samples_piqa.csv"), str(planted / "samples_piqa.csv"), "--fail-below", "1"])
+    code = main(["compare", str(tmp_path / "base" / "samples_piqa.csv"), str(tmp_path / "worse" / "samples_piqa.csv"),
+                 "--fail-below", "1"])
     out = capsys.readouterr().out
-    if len(right) >= 10:  # enough flips for an exact McNemar test to reach p < 0.05
-        assert code == 1, out
-    assert "piqa" in out
+    assert code == 1, out
+    assert "changed predictions: piqa 0-shot 20 of 60" in out
+    # lost 20, gained 0: exact McNemar p = 2 / 2^20; the accuracy falls by 20 of 60 documents
+    assert out.splitlines()[-2] == "verdict (headline metrics): 1 significant drop: piqa 0-shot acc -33.33 (p=1.91e-06)"
+    assert out.splitlines()[-1] == (f"--fail-below 1: FAILED by piqa 0-shot acc {a_pct:.2f} -> {a_pct - 100 * 20 / 60:.2f} "
+                                    "(-33.33 points, p=1.91e-06)")
+    # One flip either way is no significant change, and the gate passes.
+    both = base.copy()
+    both.loc[[0, 30], "acc"] = [0.0, 1.0 - both.loc[30, "acc"]]
+    both["correct"] = both["acc"]
+    (tmp_path / "one").mkdir()
+    both.to_csv(tmp_path / "one" / "samples_piqa.csv", index=False)
+    assert main(["compare", str(tmp_path / "base" / "samples_piqa.csv"), str(tmp_path / "one" / "samples_piqa.csv"),
+                 "--fail-below", "0"]) == 0
+    assert "verdict: no significant change in 1 headline metrics" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -156,8 +174,10 @@ def test_user_errors_exit_2_with_one_clear_line(argv, message, capsys, monkeypat
     monkeypatch.delenv("LLAMA_EVAL_MODELS", raising=False)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("llama-eval: error: ") and message in err
-    assert "Traceback" not in err
+    # One error line; what a run announced before reading data (the model, "planning: ...") may precede it.
+    lines = err.splitlines()
+    assert lines[-1].startswith("llama-eval: error: ") and message in lines[-1]
+    assert "Traceback" not in err and sum("error" in x for x in lines) == 1
 
 
 def test_listing_commands(capsys):
@@ -179,6 +199,11 @@ def test_plugin_task_from_include_runs_end_to_end(tmp_path, capsys):
     summary = pd.read_csv(out / "summary.csv")
     acc = summary[(summary["task"] == "capitals") & (summary["metric"] == "acc")]
     assert len(acc) == 1 and acc["value"].iloc[0] == pytest.approx(100 * samples["correct"].mean())
+    # A task outside the paper's tables still prints its numbers: a plain results table.
+    printed = capsys.readouterr().out
+    row = acc.iloc[0]
+    assert "Results outside the paper's tables (%)" in printed
+    assert f"| random:tiny | capitals | 0 | acc | {row['value']:.1f} | {row['stderr']:.1f} | 5 |  |" in printed
 
 
 def free_port() -> int:

@@ -73,6 +73,7 @@ class Task:
     options: ClassVar[Mapping[str, Option]] = {}  # what --option may set for this task (options.py)
     needs_code_execution: ClassVar[bool] = False  # grading runs model-written code (execution/)
     fixed_shots: ClassVar[bool] = False  # True: every document gets the pool's first k examples
+    limit_group: ClassVar[str] = ""  # document field whose groups --limit N takes N of each (MMLU: "subject")
 
     # -- data -------------------------------------------------------------------------
     def load(self, data_dir: Path | None) -> list[Doc]:

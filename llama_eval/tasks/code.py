@@ -47,7 +47,8 @@ def sampling_regimes(settings: Settings, task: Task) -> list[Regime]:
     n = SAMPLES if settings.samples is None else settings.samples
     largest = max((k for k in ks if k > 1 or mode == "sampled"), default=0)
     if n < largest:
-        raise UserError(f"--samples {n}: pass@{largest} needs at least {largest} samples per problem")
+        raise UserError(f"--samples {n}: pass@{largest} needs at least {largest} samples per problem; pass "
+                        f"--samples {largest} or more, or lower the k values with --option {task.name}_k=1")
     top_p = task.option(settings, f"{task.name}_top_p")
     low, high = PASS1_TEMPERATURE, SAMPLED_TEMPERATURE
     if settings.temperature is not None:
