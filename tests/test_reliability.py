@@ -29,10 +29,11 @@ def run_argv(out: Path | None, *extra: str, tasks: str = "piqa") -> list[str]:
 
 
 def one_error_line(capsys) -> str:
+    """The one error line a refused command printed (the run's announcement may precede it)."""
     err = capsys.readouterr().err.strip()
-    lines = [line for line in err.splitlines() if not line.startswith("llama-eval: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("llama-eval: error: ") and "Traceback" not in err, err
-    return lines[0]
+    errors = [line for line in err.splitlines() if line.startswith("llama-eval: error: ")]
+    assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
+    return errors[0]
 
 
 def test_a_folder_holding_another_config_is_refused_unless_told(tmp_path, capsys):
