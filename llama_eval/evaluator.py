@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 from . import __version__, parallel, reporting, tasks as registry
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
+from .engine.window import WindowFit
 from .errors import UserError
 from .requests import GenerationRequest, LoglikelihoodRequest, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
@@ -39,6 +41,7 @@ class TaskRun:
     requests: list[list[Request]]
     shots_used: list[int]  # per document: fewer than `shots` where a task dropped some to fit the window
     source: DataSource  # where the documents came from (documents = the count before --limit)
+    shot_docs: list[list[Doc]] = field(default_factory=list)  # per document: the shots in its prompt
     scores: list[DocScore] = field(default_factory=list)
     metrics: list[MetricValue] = field(default_factory=list)
 
@@ -54,7 +57,7 @@ class RunOutcome:
 def settings_of(config: RunConfig) -> Settings:
     """What the tasks may read of `config` (option names and values are checked in `plan`)."""
     options = tuple(parse_assignments(config.options).items())
-    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution)
+    return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution, fits=None)
 
 
 def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
@@ -84,8 +87,21 @@ def plan(config: RunConfig, settings: Settings) -> list[TaskRun]:
                 pool = task.load_shots(data_dir)
             chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
             reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
-            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
+            runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source, chosen))
     return runs
+
+
+def fit_to_window(runs: list[TaskRun], settings: Settings) -> None:
+    """Where a document's requests do not fit the model's window (settings.fits), let its task
+    drop whole shots (Task.fit_shots) and rebuild its requests; shots_used records what is left."""
+    assert settings.fits is not None
+    for run in runs:
+        for i, (doc, shots) in enumerate(zip(run.docs, run.shot_docs)):
+            if not shots or all(settings.fits(r) for r in run.requests[i]):
+                continue
+            kept = run.task.fit_shots(doc, shots, settings)
+            run.shot_docs[i], run.shots_used[i] = kept, len(kept)
+            run.requests[i] = run.task.requests(doc, kept, settings)
 
 
 def answer(requests: Sequence[Request], engine: "Engine", cache=None, progress: bool = True,
@@ -228,6 +244,9 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
     else:
         loaded = (load or load_checkpoint)(config.model, **kw)
+    # Only now is the window known: documents whose prompts are too long drop whole shots.
+    settings = dataclasses.replace(settings, fits=WindowFit(loaded.tokenizer, loaded.model.args.max_seq_len))
+    fit_to_window(runs, settings)
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
     # Scoring first, then generation: tasks that only score are written before generation starts.
@@ -269,6 +288,8 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
              "processes": dist.world_size if dist else 1}
     meta.update(status="complete", stats=stats, datasets={
         f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
+                                     "documents_with_fewer_shots": sum(used < r.shots for used in r.shots_used),
+                                     "shots_used": dict(sorted(Counter(r.shots_used).items())),
                                      "source": dataclasses.asdict(r.source)} for r in runs})
     _write_json(run_dir / "run.json", meta)
     return RunOutcome(run_dir, runs, writer.rows, stats)

@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from . import data
 from ..errors import UserError
@@ -27,14 +27,18 @@ Doc = dict[str, Any]
 
 @dataclass(frozen=True)
 class Settings:
-    """Run-wide knobs a task may read; built from RunConfig only (evaluator.settings_of), so
-    every default lives there. Options are read through `Task.option`, which parses them."""
+    """Run-wide knobs a task may read; built from RunConfig (evaluator.settings_of), so every
+    default lives there. Options are read through `Task.option`, which parses them. `fits` is
+    the engine's answer to "does this request fit the model's window?" once a model is loaded
+    (None before: nothing is dropped); tasks call it on their own requests and never see the
+    model or its tokenizer."""
 
     seed: int
     samples: int | None  # generation: samples per problem (None: the task's default)
     temperature: float | None  # generation: override the task's sampling temperature
     options: tuple[tuple[str, str], ...]  # "--option name=value", checked against the tasks' declared options
     allow_code_execution: bool  # run model-written code (execution.py) to grade it
+    fits: Callable[[Request], bool] | None  # the engine's window check (engine/window.py), or None
 
 
 @dataclass
@@ -121,6 +125,20 @@ class Task:
         return out
 
     # -- few-shot selection -------------------------------------------------------------
+    def fit_shots(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Doc]:
+        """The shots `doc` keeps so that every request of the document fits the model's window
+        (settings.fits), dropping whole shots, never text: with `fixed_shots` the last one
+        (Hendrycks' MMLU code lowers k until the prompt fits, so the kept shots stay the pool's
+        first k and documents with the same k share one header); otherwise the first, the
+        farthest from the question. All of them may go; a zero-shot prompt that still does not
+        fit is cut from the left by the engine, its last resort, counted in run.json."""
+        if settings.fits is None:
+            return shots
+        kept = list(shots)
+        while kept and not all(settings.fits(r) for r in self.requests(doc, kept, settings)):
+            kept = kept[:-1] if self.fixed_shots else kept[1:]
+        return kept
+
     def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
         """k examples for `doc`, never the document itself.
 
@@ -222,10 +240,12 @@ class GenerationTask(Task):
 
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
         prompt = self.prompt(doc, shots)
-        return [
-            GenerationRequest(prompt, self.until, self.max_new_tokens, seed=settings.seed, **kw)
-            for kw in self.sampling(settings)
-        ]
+        return [self.generation_request(prompt, settings, **kw) for kw in self.sampling(settings)]
+
+    def generation_request(self, prompt: str, settings: Settings, **fields: Any) -> GenerationRequest:
+        """A request for `prompt` with this task's stop strings and token limit; `fields` are one
+        regime of `sampling` (temperature, top_p, n)."""
+        return GenerationRequest(prompt, self.until, self.max_new_tokens, seed=settings.seed, **fields)
 
     def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:
         return self.grade(doc, [r.completions for r in results], settings)  # type: ignore[union-attr]

@@ -50,7 +50,7 @@ from typing import Any
 from ..errors import UserError
 from . import code, data
 from .base import Doc, DocScore, GenerationTask, Settings
-from .nq_open import string_list
+from .data import string_list
 
 RELEASE_FILE = "mbpp/mbpp.jsonl"
 TEST_IDS = range(11, 511)  # the release README's test split
