@@ -160,6 +160,11 @@ class Task:
         return rng.sample(candidates, k)
 
 
+CHAR_LENGTH = Option("whole", "whole: per-character scores divide by the length of the continuation as scored, "
+                     "leading space included (the harness's acc_norm); stripped: without the leading space",
+                     choices=("whole", "stripped"))
+
+
 class MultipleChoiceTask(Task):
     """Score every choice as a continuation of the context; pick the best.
 
@@ -167,8 +172,12 @@ class MultipleChoiceTask(Task):
     starting with a space), `gold(doc)` (index of the right choice).
 
     Scoring rules (`scoring`, ../shared/reference/PROTOCOL.md §3):
-      "chars"      log-likelihood / characters of the choice, leading space not counted
-                   (the paper's default, after Gao et al. 2021)
+      "chars"      log-likelihood / characters of the choice (the paper's default, after Gao et
+                   al. 2021). Which characters: option `mc_char_length`, default "whole": the
+                   continuation string as scored, its leading space included, as the harness's
+                   acc_norm divides (it reproduces the paper's HellaSwag within 0.1; the paper
+                   says only "normalized by the number of characters"); "stripped": without
+                   the leading space.
       "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA); the bare
                    context is the declared option named by `calibration_option`
       "raw"        log-likelihood as is
@@ -179,6 +188,7 @@ class MultipleChoiceTask(Task):
 
     scoring: ClassVar[str] = "chars"
     calibration_option: ClassVar[str] = ""  # the declared option holding the bare context, if calibrated
+    options: ClassVar[Mapping[str, Option]] = {"mc_char_length": CHAR_LENGTH}  # subclasses add theirs to these
 
     def scoring_rule(self, settings: Settings) -> str:
         return self.scoring
@@ -193,7 +203,10 @@ class MultipleChoiceTask(Task):
         raise NotImplementedError
 
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        ctx = self.context(doc, shots)
+        return self.choice_requests(self.context(doc, shots), doc, settings)
+
+    def choice_requests(self, ctx: str, doc: Doc, settings: Settings) -> list[Request]:
+        """Each choice after `ctx`, then (calibrated) each choice after the bare context."""
         reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
         if self.scoring_rule(settings) == "calibrated":
             bare = self.option(settings, self.calibration_option)
@@ -204,7 +217,8 @@ class MultipleChoiceTask(Task):
         choices = self.choices(doc)
         n = len(choices)
         ll = [r.logprob for r in results[:n]]  # type: ignore[union-attr]
-        by_chars = [x / max(len(c.lstrip()), 1) for x, c in zip(ll, choices)]
+        strip = self.option(settings, "mc_char_length") == "stripped"
+        by_chars = [x / max(len(c.lstrip() if strip else c), 1) for x, c in zip(ll, choices)]
         ranked = {"raw": ll, "chars": by_chars}
         extra: dict[str, Any] = {"logprobs": [round(x, 6) for x in ll]}
         rule = self.scoring_rule(settings)

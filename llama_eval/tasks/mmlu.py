@@ -79,6 +79,7 @@ class MMLU(MultipleChoiceTask):
     hf_dataset = ("cais/mmlu", "all", "test")
     few_shot_pool = "each subject's 5 dev questions, in file order"
     scoring = "raw"
+    fixed_shots = True  # the subject's first k dev questions; fit_shots lowers k (Hendrycks' rule)
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         return self.from_release(Path(data_dir), "test") if data_dir is not None else self._from_hf("test")
