@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-model", default=DEFAULTS["paper_model"], help="paper row to compare with, e.g. LLaMA-7B")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel ranks per model copy (under torchrun)")
+    p.add_argument("--show-prompts", type=int, metavar="N", default=DEFAULTS["show_prompts"],
+                   help="print the first N rendered prompts of each task and stop before loading the model")
     p.add_argument("--dist-timeout", type=float, default=DEFAULTS["dist_timeout"],
                    help="seconds a rank waits for the others before the run stops")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import __version__, parallel, reporting, tasks as registry
+from . import __version__, parallel, reporting, tasks as registry, transcripts
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
 from .engine.window import WindowFit
@@ -235,9 +235,14 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome | No
 def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | None) -> RunOutcome | None:
     from .model.checkpoint import RANDOM_PREFIX, load_checkpoint, resolve_spec
 
+    settings = settings_of(config)
+    if config.show_prompts is not None:
+        # Before the model (and its window) is known: every shot asked for is shown.
+        if dist is None or dist.is_main:
+            print(transcripts.show_prompts(plan(config, settings), config.show_prompts))
+        return None
     if load is None and not config.model.startswith(RANDOM_PREFIX):
         resolve_spec(config.model)  # a wrong model name fails before any data is read
-    settings = settings_of(config)
     runs = plan(config, settings)
     kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer)
     if dist is not None and dist.tp > 1:
@@ -314,6 +319,8 @@ class ResultWriter:
                 continue
             score(run, results, settings)
             reporting.write_samples(self.run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
+            transcripts.write_prompts(self.run_dir, run.task, run.shots, run.docs, run.requests, results, run.scores,
+                                      run.shots_used)
             self.rows += reporting.summary_rows(
                 self.model, self.paper_model, run.task.name, run.task.paper_name, run.shots, run.metrics,
                 run_id=self.run_id, config_hash=self.config_hash, date=self.date, version=__version__,
