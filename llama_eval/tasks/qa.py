@@ -23,7 +23,7 @@ and Figure 3):
   The default is the reading that loses fewest gold answers when each question's first gold
   answer is fed back verbatim (the ceiling test, tests/test_qa_ceiling.py, on the real files):
   NaturalQuestions 3 of 3,610 fail with `final` (answers that are only punctuation), 312 with
-  `clause` (initials, dates "May 18, 2018", "Cannes, France"); TriviaQA (DPR test file) 4 and
+  `clause` (initials, dates "May 18, 2018", "Cannes, France"); TriviaQA (DPR test file) 1 and
   584 of 11,313.
 - Scoring: exact match against every gold answer after SQuAD normalisation (metrics.exact_match).
 """
