@@ -17,7 +17,7 @@ Wei et al. (2022) and maj1@k sampling at temperature 0.6, nucleus top-p 0.95.
     train  the first eight problems of the train split (`gsm8k/train.jsonl`; hub `main` train),
            solutions as released without the calculator annotations "<<48/2=24>>", ending
            "#### <number>"; layout "Question: {q}\\nAnswer: {solution}", blank line between
-           blocks, then "Question: {q}\\nAnswer:".
+           blocks, then "Question: {q}\\nAnswer:" (zero-shot, both use the "Q:"/"A:" layout).
   Generation stops at a blank line or at the start of a new question ("Q:", "Question:"), at
   most 512 new tokens (Minerva's budget).
 - Decoding and metrics:
@@ -137,14 +137,11 @@ class GSM8K(GenerationTask):
         style = self.option(settings, "gsm8k_prompt")
         return super().select_shots(doc, [d for d in pool if d.get("pool", style) == style], k, settings)
 
-    def prompt(self, doc: Doc, shots: list[Doc], style: str = "cot") -> str:
-        q, a = ("Q:", "A:") if style == "cot" else ("Question:", "Answer:")
+    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        """The exemplars' own layout (their "pool"); zero-shot, the chain-of-thought one."""
+        q, a = ("Question:", "Answer:") if shots and shots[0].get("pool") == "train" else ("Q:", "A:")
         blocks = [f"{q} {s['question']}\n{a} {s['solution']}" for s in shots]
         return "\n\n".join([*blocks, f"{q} {doc['question']}\n{a}"])
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings):
-        prompt = self.prompt(doc, shots, self.option(settings, "gsm8k_prompt"))
-        return [self.generation_request(prompt, settings, **kw) for kw in self.sampling(settings)]
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
         return voting.majority_regimes(settings, self, SAMPLES)
