@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,10 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     stats = {"seconds": round(time.monotonic() - started, 2), **counts,
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
+    if cut := sum((counts.get(phase) or {}).get("truncated", 0) for phase in ("scoring", "generation")):
+        # Tasks drop whole shots first (fit_to_window); what is left is longer than the window alone.
+        warnings.warn(f"{cut} requests did not fit the model's window even without shots and were cut from the "
+                      "left (run.json stats; truncated_requests in the samples files)", stacklevel=2)
     meta.update(status="complete", stats=stats, datasets={
         f"{r.task.name}@{r.shots}": {"documents": len(r.docs), "fingerprint": docs_fingerprint(r.docs),
                                      "documents_with_fewer_shots": sum(used < r.shots for used in r.shots_used),
