@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="plain progress lines every 30 s instead of a progress bar (also when stderr is not a terminal)")
     p.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel ranks per model copy (under torchrun)")
+    p.add_argument("--show-prompts", type=int, metavar="N", default=DEFAULTS["show_prompts"],
+                   help="print the first N rendered prompts of each task and stop before loading the model")
     p.add_argument("--dist-timeout", type=float, default=DEFAULTS["dist_timeout"],
                    help="seconds a rank waits for the others before the run stops")
 

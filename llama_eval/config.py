@@ -67,6 +67,7 @@ class RunConfig:
     progress: bool = how(True)
     tp: int = how(1)  # tensor-parallel ranks per model copy (under torchrun; the rest is data parallel)
     dist_timeout: float = how(1800.0)  # seconds a rank waits for the others before the run stops
+    show_prompts: int | None = how(None)  # print the first N rendered prompts of each task and stop
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, naming the flag (the API and the CLI meet here)."""

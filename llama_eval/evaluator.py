@@ -18,14 +18,16 @@ import math
 import sys
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__, parallel, reporting, tables, tasks as registry
+from . import __version__, parallel, reporting, tables, tasks as registry, transcripts
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
 from .engine.runner import Engine
+from .engine.window import WindowFit
 from .errors import UserError
 from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
 from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
@@ -44,6 +46,7 @@ class TaskRun:
     requests: list[list[Request]]
     shots_used: list[int]  # per document: fewer than `shots` where a task dropped some to fit the window
     source: DataSource  # where the documents came from (documents = the count before --limit)
+    shot_docs: list[list[Doc]] = field(default_factory=list)  # per document: the shots in its prompt
     scores: list[DocScore] = field(default_factory=list)
     metrics: list[MetricValue] = field(default_factory=list)
 
@@ -60,7 +63,7 @@ def settings_of(config: RunConfig) -> Settings:
     """What the tasks may read of `config` (option names and values are checked in `plan`)."""
     options = tuple(parse_assignments(config.options).items())
     return Settings(config.seed, config.samples, config.temperature, options, config.allow_code_execution,
-                    config.allow_unsandboxed)
+                    config.allow_unsandboxed, fits=None)
 
 
 def check_tasks(config: RunConfig, settings: Settings) -> tuple[list[Task], dict[str, tuple[int, ...]]]:
@@ -113,12 +116,25 @@ def plan(config: RunConfig, settings: Settings, window: int | None = None) -> li
                 chosen = [task.select_shots(doc, pool or [], k, settings) for doc in docs]
                 reqs = [task.requests(doc, shots, settings) for doc, shots in zip(docs, chosen)]
                 reqs = fit_generation(task.name, reqs, config.max_new_tokens, window)
-                runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source))
+                runs.append(TaskRun(task, k, docs, reqs, [len(shots) for shots in chosen], source, chosen))
         except UserError as e:
             if str(e).startswith((name, f"task {name}")):
                 raise
             raise UserError(f"task {name}: {e}") from e
     return runs
+
+
+def fit_to_window(runs: list[TaskRun], settings: Settings) -> None:
+    """Where a document's requests do not fit the model's window (settings.fits), let its task
+    drop whole shots (Task.fit_shots) and rebuild its requests; shots_used records what is left."""
+    assert settings.fits is not None
+    for run in runs:
+        for i, (doc, shots) in enumerate(zip(run.docs, run.shot_docs)):
+            if not shots or all(settings.fits(r) for r in run.requests[i]):
+                continue
+            kept = run.task.fit_shots(doc, shots, settings)
+            run.shot_docs[i], run.shots_used[i] = kept, len(kept)
+            run.requests[i] = run.task.requests(doc, kept, settings)
 
 
 def limit_documents(docs: list[Doc], limit: int, group: str) -> list[Doc]:
@@ -278,6 +294,11 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype,
                               config.max_len)
     settings = settings_of(config)
+    if config.show_prompts is not None:
+        # Before the model (and its window) is known: every shot asked for is shown.
+        if main_rank:
+            print(transcripts.show_prompts(plan(config, settings), config.show_prompts))
+        return None
     tasks, _ = check_tasks(config, settings)
     if facts is not None:
         reporter.say(model_line(facts))
@@ -296,6 +317,9 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     else:
         loaded = (load or load_checkpoint)(config.model, **kw)
     reporter.say(f"weights loaded in {time.monotonic() - started_loading:.1f} s")
+    # Only now is the window known: documents whose prompts are too long drop whole shots.
+    settings = dataclasses.replace(settings, fits=WindowFit(loaded.tokenizer, loaded.model.args.max_seq_len))
+    fit_to_window(runs, settings)
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
     # Scoring first, then generation: tasks that only score are written before generation starts.
@@ -342,6 +366,10 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     stats = {"seconds": round(time.monotonic() - started, 2), **counts,
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
+    if cut := sum((counts.get(phase) or {}).get("truncated", 0) for phase in ("scoring", "generation")):
+        # Tasks drop whole shots first (fit_to_window); what is left is longer than the window alone.
+        warnings.warn(f"{cut} requests did not fit the model's window even without shots and were cut from the "
+                      "left (run.json stats; truncated_requests in the samples files)", stacklevel=2)
     meta.update(status="complete", stats=stats)
     meta["datasets"].update(_datasets(runs, config))  # now with what the window did to each task
     meta["caveats"] = tables.caveats(meta)
@@ -358,7 +386,8 @@ def _datasets(runs: list[TaskRun], config: RunConfig) -> dict[str, Any]:
         "fingerprint": docs_fingerprint(r.docs), "source": dataclasses.asdict(r.source),
         "headline_metric": r.task.headline_metric, "requests": sum(len(reqs) for reqs in r.requests),
         "truncated_requests": sum(s.extra.get("truncated_requests", 0) for s in r.scores),
-        "shots_dropped_documents": sum(used < r.shots for used in r.shots_used)} for r in runs}
+        "shots_dropped_documents": sum(used < r.shots for used in r.shots_used),
+        "shots_used": dict(sorted(Counter(r.shots_used).items()))} for r in runs}
 
 
 RESULT_FILES = ("run.json", "summary.csv", "samples_*.csv", "samples_*.jsonl")
@@ -416,6 +445,8 @@ class ResultWriter:
                 continue
             score(run, results, settings)
             reporting.write_samples(self.run_dir, run.task.name, run.shots, run.scores, run.task.headline_metric)
+            transcripts.write_prompts(self.run_dir, run.task, run.shots, run.docs, run.requests, results, run.scores,
+                                      run.shots_used)
             self.rows += reporting.summary_rows(
                 self.model, self.paper_model, run.task.name, run.task.paper_name, run.shots, run.metrics,
                 run_id=self.run_id, config_hash=self.config_hash, date=self.date, version=__version__,

@@ -92,7 +92,10 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
 # number, as in "3-page" or "5-3"), an optional "$", digits with optional thousands commas,
 # optional decimals. It never starts inside a word or a number ("x2", the "5" of "3.5").
 _NUMBER = re.compile(r"(?:(?<![\w)])-|(?<![\w.]))\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
-_ANSWER_MARKERS = (re.compile(r"####"), re.compile(r"the answer is", re.IGNORECASE))
+# Where a worked solution states its answer, searched in order: GSM8K's own solutions end
+# "#### N"; Wei et al.'s chain-of-thought exemplars end "The answer is N."
+TRAIN_MARKERS = (re.compile(r"####"), re.compile(r"the answer is", re.IGNORECASE))
+COT_MARKERS = TRAIN_MARKERS[::-1]
 
 
 def canonical_number(text: str) -> str | None:
@@ -109,15 +112,15 @@ def canonical_number(text: str) -> str | None:
     return "0" if out in ("-0", "0") else out
 
 
-def extract_number(completion: str) -> str | None:
+def extract_number(completion: str, markers: Sequence[re.Pattern] = TRAIN_MARKERS) -> str | None:
     """The final answer of a worked solution, as a canonical number string, or None.
 
-    The first number after the first "####" if there is one; else the first number after the
-    first "The answer is" (any case); else the last number anywhere in the completion.
+    The first number after the first match of the first of `markers` found in the completion
+    (by default "####", then "The answer is" in any case); else the last number anywhere in it.
     Numbers may carry a minus sign, a "$", thousands commas and decimals; a sentence-ending
     dot is not a decimal point ("is 18." -> "18").
     """
-    for marker in _ANSWER_MARKERS:
+    for marker in markers:
         found = marker.search(completion)
         if found:
             match = _NUMBER.search(completion, found.end())

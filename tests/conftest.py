@@ -60,10 +60,13 @@ def tiny_model_and_tokenizer(tiny_tokenizer_path):
     return init_random(build(args, "cpu"), seed=1), tok
 
 
-def make_settings(*, options: tuple[tuple[str, str], ...] = (), **fields) -> "Settings":
-    """Task settings as a run with these RunConfig fields gets them (Settings has no defaults)."""
+def make_settings(*, options: tuple[tuple[str, str], ...] = (), fits=None, **fields) -> "Settings":
+    """Task settings as a run with these RunConfig fields gets them (Settings has no defaults);
+    `fits` stands in for the engine's window check a loaded model provides (None: none yet)."""
+    from dataclasses import replace
+
     from llama_eval.config import RunConfig
     from llama_eval.evaluator import settings_of
 
     config = RunConfig(model="random:tiny", tasks=(), options=tuple(f"{n}={v}" for n, v in options), **fields)
-    return settings_of(config)
+    return replace(settings_of(config), fits=fits)

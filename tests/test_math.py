@@ -226,14 +226,71 @@ Solution:
 """
 
 
+LLAMA_EVAL_PROMPT = make_settings(options=(("math_prompt", "llama_eval"), ("math_grader", "llama_eval")))
+
+# Minerva's four-shot MATH prompt (Lewkowycz et al. 2022, appendix), typed from the source text,
+# with its layout: exemplars separated by blank lines, then the problem and "Solution:".
+MINERVA_TEXT = r"""Problem:
+Find the domain of the expression  $\frac{\sqrt{x-2}}{\sqrt{5-x}}$.}
+
+Solution:
+The expressions inside each square root must be non-negative. Therefore, $x-2 \ge 0$, so $x\ge2$, and $5 - x \ge 0$, so $x \le 5$. Also, the denominator cannot be equal to zero, so $5-x>0$, which gives $x<5$. Therefore, the domain of the expression is $\boxed{[2,5)}$.
+Final Answer: The final answer is $[2,5)$. I hope it is correct.
+
+Problem:
+If $\det \mathbf{A} = 2$ and $\det \mathbf{B} = 12,$ then find $\det (\mathbf{A} \mathbf{B}).$
+
+Solution:
+We have that $\det (\mathbf{A} \mathbf{B}) = (\det \mathbf{A})(\det \mathbf{B}) = (2)(12) = \boxed{24}.$
+Final Answer: The final answer is $24$. I hope it is correct.
+
+Problem:
+Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many times must Terrell lift them in order to lift the same total weight?
+
+Solution:
+If Terrell lifts two 20-pound weights 12 times, he lifts a total of $2\cdot 12\cdot20=480$ pounds of weight.  If he lifts two 15-pound weights instead for $n$ times, he will lift a total of $2\cdot15\cdot n=30n$ pounds of weight.  Equating this to 480 pounds, we can solve for $n$:
+\begin{align*}
+30n&=480\\
+\Rightarrow\qquad n&=480/30=\boxed{16}
+\end{align*}
+Final Answer: The final answer is $16$. I hope it is correct.
+
+Problem:
+If the system of equations
+
+\begin{align*}
+6x-4y&=a,\\
+6y-9x &=b.
+\end{align*}has a solution $(x, y)$ where $x$ and $y$ are both nonzero,
+find $\frac{a}{b},$ assuming $b$ is nonzero.
+
+Solution:
+If we multiply the first equation by $-\frac{3}{2}$, we obtain
+
+$$6y-9x=-\frac{3}{2}a.$$Since we also know that $6y-9x=b$, we have
+
+$$-\frac{3}{2}a=b\Rightarrow\frac{a}{b}=\boxed{-\frac{2}{3}}.$$
+Final Answer: The final answer is $-\frac{2}{3}$. I hope it is correct."""
+
+
+def test_default_prompt_is_minervas_four_shot_prompt():
+    task = MATH()
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
+    settings = make_settings(seed=1)
+    shots = task.select_shots(docs[0], pool, 4, settings)
+    assert shots == task.select_shots(docs[3], pool, 4, make_settings(seed=99))
+    [greedy, _] = task.requests(docs[0], shots, settings)
+    assert greedy.prompt == MINERVA_TEXT + "\n\nProblem:\nIf $2a + 5 = 17$, what is the value of $a^2$?\n\nSolution:"
+
+
 def test_golden_prompt_with_the_four_fixed_exemplars():
     task = MATH()
     docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
-    shots = task.select_shots(docs[0], pool, 4, make_settings(seed=1))
-    assert shots == task.select_shots(docs[3], pool, 4, make_settings(seed=99)) == pool
+    shots = task.select_shots(docs[0], pool, 4, LLAMA_EVAL_PROMPT)
+    assert shots == task.select_shots(docs[3], pool, 4, LLAMA_EVAL_PROMPT) == pool[4:]
     assert task.load_shots(None) == pool
-    assert task.prompt(docs[0], shots) == GOLDEN_PROMPT
-    assert task.prompt(docs[0], []) == "Problem:\nIf $2a + 5 = 17$, what is the value of $a^2$?\n\nSolution:\n"
+    assert task.requests(docs[0], shots, LLAMA_EVAL_PROMPT)[0].prompt == GOLDEN_PROMPT
+    assert task.prompt(docs[0], [], "llama_eval") == "Problem:\nIf $2a + 5 = 17$, what is the value of $a^2$?\n\nSolution:\n"
     with pytest.raises(UserError, match="--shots 5"):
         task.select_shots(docs[0], pool, 5, make_settings())
 
@@ -243,17 +300,39 @@ def test_sampling_regimes():
     doc = task.load(SAMPLE_DATA)[0]
     greedy, sampled = task.requests(doc, [], make_settings(seed=5))
     assert (greedy.temperature, greedy.n, greedy.max_new_tokens) == (0.0, 1, 512)
-    assert greedy.until == sampled.until == ("\nProblem:", "\nSolution:")
-    assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 256, 5)
+    assert greedy.until == sampled.until == ("\nProblem:", "\nSolution:", "I hope it is correct.")
+    assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 0.95, 256, 5)
     [only] = task.requests(doc, [], make_settings(samples=0))
     assert only.temperature == 0.0
-    other = task.requests(doc, [], make_settings(samples=7, temperature=0.3, options=(("math_top_p", "0.95"),)))[1]
-    assert (other.temperature, other.top_p, other.n) == (0.3, 0.95, 7)
+    other = task.requests(doc, [], make_settings(samples=7, temperature=0.3, options=(("math_top_p", "1.0"),)))[1]
+    assert (other.temperature, other.top_p, other.n) == (0.3, 1.0, 7)
     for bad in ("0", "1.5", "high"):
         with pytest.raises(UserError, match=f"math_top_p={bad}"):
             task.requests(doc, [], make_settings(options=(("math_top_p", bad),)))
     with pytest.raises(UserError, match="--samples -1"):
         task.requests(doc, [], make_settings(samples=-1))
+
+
+def test_minerva_grading_with_fake_results():
+    task = MATH()
+    doc = task.load(SAMPLE_DATA)[1]  # gold \frac{5}{12}
+    said = "Final Answer: The final answer is ${}$. I hope it is correct."
+    greedy = GenerationResult(("So $\\frac{5}{12}$.\n" + said.format("\\dfrac{5}{12}"),))
+    samples = GenerationResult((said.format("10/24"), said.format("\\frac{1}{2}"), said.format("x = 10/24"),
+                                said.format("0.5"), "... $\\boxed{\\frac{5}{12}}$", "I do not know"))
+    score = task.score(doc, [greedy, samples], make_settings(samples=6))
+    # The vote counts normalised strings ("x =" goes): "10/24" twice wins; SymPy finds it equal
+    # to the gold. A bare box is not Minerva's answer sentence: no answer.
+    assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
+    assert score.extra["majority"] == "10/24" and score.extra["votes"] == 2 and score.extra["no_answer"] == 2
+    # Minerva's shorthand rule turns "\frac5{12}" into "\frac{5}{{}12}", which SymPy cannot read.
+    quirk = task.score(doc, [GenerationResult((said.format("\\frac5{12}"),))], make_settings(samples=0))
+    assert quirk.prediction == "\\frac{5}{{}12}" and quirk.metrics == {"acc": 0.0}
+    wrong = task.score(doc, [GenerationResult((said.format("\\frac{5}{13}"),))], make_settings(samples=0))
+    assert wrong.metrics == {"acc": 0.0}
+    cut_off = task.score(doc, [GenerationResult(("Final Answer: The final answer is $\\frac{5}{12}$.",))],
+                         make_settings(samples=0))  # generation stopped before "I hope it is correct."
+    assert cut_off.metrics == {"acc": 1.0}
 
 
 def test_grading_with_fake_results():
@@ -263,20 +342,22 @@ def test_grading_with_fake_results():
     samples = GenerationResult(("The final answer is $\\frac5{12}$.", "... $\\boxed{\\frac{5}{12}}$",
                                 "The final answer is $5/12$.", "The final answer is $\\frac{1}{2}$.",
                                 "The final answer is $\\frac12$.", "I do not know"))
-    score = task.score(doc, [greedy, samples], make_settings(samples=6))
+    settings = make_settings(samples=6, options=LLAMA_EVAL_PROMPT.options)
+    score = task.score(doc, [greedy, samples], settings)
     assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
     assert (score.doc_id, score.prediction, score.gold) == ("algebra/3", r"\frac{5}{12}", r"\frac{5}{12}")
     assert score.extra["majority"] == r"\frac{5}{12}" and score.extra["votes"] == 3 and score.extra["no_answer"] == 1
     votes = GenerationResult(("The final answer is $\\frac12$.",
                               "$\\boxed{0.5}$ hmm, The final answer is $\\frac{1}{2}$",  # the stated answer wins
                               "The final answer is $\\frac{5}{12}$."))
-    wrong = task.score(doc, [GenerationResult(("The final answer is $\\frac{5}{13}$.",)), votes], make_settings(samples=3))
+    wrong = task.score(doc, [GenerationResult(("The final answer is $\\frac{5}{13}$.",)), votes],
+                       make_settings(samples=3, options=LLAMA_EVAL_PROMPT.options))
     assert wrong.metrics == {"acc": 0.0, "maj1@3": 0.0}
     nothing = [GenerationResult(("no answer",)), GenerationResult(("no", "answer"))]
-    silent = task.score(doc, nothing, make_settings(samples=2))
+    silent = task.score(doc, nothing, make_settings(samples=2, options=LLAMA_EVAL_PROMPT.options))
     assert silent.metrics == {"acc": 0.0, "maj1@2": 0.0}
     assert silent.prediction == "" and silent.extra["majority"] is None and silent.extra["no_answer"] == 2
-    greedy_only = task.score(doc, [greedy], make_settings(samples=0))
+    greedy_only = task.score(doc, [greedy], make_settings(samples=0, options=LLAMA_EVAL_PROMPT.options))
     assert greedy_only.metrics == {"acc": 1.0}
 
 
@@ -388,16 +469,23 @@ def test_real_archive(shared_data, real_docs):
     assert (source.kind, source.location, source.split) == ("release", "math/MATH_test.tar.gz", "test")
 
 
-def test_real_prompts_fit_the_window_but_one(shared_data, real_docs, llama_tokenizer_path):
-    """Prompt, BOS and 512 new tokens fit LLaMA's 2,048 tokens for all but one problem (the
-    engine cuts that one's prompt from the left and reports it)."""
-    import sentencepiece as spm
+def test_real_prompts_fit_the_window_by_dropping_shots(shared_data, real_docs, llama_tokenizer_path):
+    """With Minerva's prompt, BOS and 512 new tokens, 11 of the 5,000 problems do not fit LLaMA's
+    2,048 tokens with 4 shots; they keep as many shots as fit (one keeps none), and every
+    prompt then fits whole."""
+    from llama_eval.engine.window import WindowFit
+    from llama_eval.model.tokenizer import Tokenizer
 
-    sp = spm.SentencePieceProcessor(model_file=str(llama_tokenizer_path))
+    tok = Tokenizer(llama_tokenizer_path)
     task = MATH()
     docs = real_docs or task.load(shared_data)
-    shots = task.load_shots(shared_data)
-    prompts = [task.prompt(d, shots) for d in docs]
-    lengths = [len(ids) for ids in sp.encode(prompts)]
-    too_long = [d["id"] for d, n in zip(docs, lengths) if n + 1 + task.max_new_tokens > 2048]
-    assert too_long == ["counting_and_probability/670"]
+    pool, settings = task.load_shots(shared_data), make_settings(samples=0)
+    fits = make_settings(samples=0, fits=WindowFit(tok, 2048))
+    dropped = {}
+    for doc in docs:
+        shots = task.fit_shots(doc, task.select_shots(doc, pool, 4, settings), fits)
+        if len(shots) < 4:
+            dropped[doc["id"]] = len(shots)
+            [req] = task.requests(doc, shots, settings)
+            assert len(tok.encode(req.prompt, bos=True)) + 512 <= 2048 or not shots
+    assert len(dropped) == 11 and dropped["counting_and_probability/670"] == 0

@@ -118,22 +118,40 @@ def test_demo_archive_holds_the_articles_written_here():
         assert {m.name: json.loads(tar.extractfile(m).read()) for m in members} == DEMO
 
 
-def test_golden_prompt():
+LUCY = ("Article: Lucy is a middle school student. She does her homework after dinner. Before she goes "
+        "to bed, she always feeds the fish in her room.\n\n")
+TOM = ("Article: Tom lives with his grandfather. Last week they made a red kite together. On Saturday "
+       "morning they took it to the hill behind the village. It was windy, so the kite flew high above "
+       "the trees.\n\n")
+HARNESS = make_settings(options=(("race_layout", "harness"),))
+
+
+def test_golden_prompt_gpt3_layout():
+    """GPT-3's figures G.1 and G.3: the article, the article's earlier questions each with its
+    answer ("Q: ... A: ..."), then the question and its answer slot "A:"."""
     docs = RACEMiddle().load(SAMPLE_DATA)
-    article = ("Article: Lucy is a middle school student. She does her homework after dinner. Before she goes "
-               "to bed, she always feeds the fish in her room.\n\n")
     assert docs[0]["id"] == "middle101.txt#0"
-    assert requests(RACEMiddle(), docs[:1])[0] == [
-        R(article + "Question: When does Lucy do her homework?\nAnswer:", c)
-        for c in (" in the morning", " after lunch", " at noon", " after dinner")]
+    options = (" She feeds the fish.", " She reads a book.", " She cooks dinner.", " She calls her aunt.")
+    assert requests(RACEMiddle(), docs[1:2])[0] == [
+        R(LUCY + "Q: When does Lucy do her homework?\nA: after dinner\n\n"
+              "Q: What does Lucy do before she goes to bed?\nA:", c) for c in options
+    ] + [R("A:", c) for c in options]  # calibrated: each option again after the bare answer slot
 
 
 def test_golden_prompt_cloze_keeps_the_blank():
     docs = {d["id"]: d for d in RACEMiddle().load(SAMPLE_DATA)}
-    assert requests(RACEMiddle(), [docs["middle7.txt#1"]])[0] == [
-        R("Article: Tom lives with his grandfather. Last week they made a red kite together. On Saturday "
-          "morning they took it to the hill behind the village. It was windy, so the kite flew high above "
-          "the trees.\n\nQuestion: They went to the hill _ .\nAnswer:", c)
+    assert requests(RACEMiddle(), [docs["middle7.txt#1"]])[0][:4] == [
+        R(TOM + "Q: What did Tom make with his grandfather?\nA: a kite\n\nQ: They went to the hill _ .\nA:", c)
+        for c in (" on Monday", " on Friday", " on Saturday", " on Sunday")]
+    assert requests(RACEMiddle(), [docs["middle7.txt#2"]])[0][0].context == (
+        TOM + "Q: What did Tom make with his grandfather?\nA: a kite\n\nQ: They went to the hill _ .\nA: on Saturday"
+        "\n\nQ: What was the weather like that day?\nA:")
+
+
+def test_harness_layout_is_an_option():
+    docs = {d["id"]: d for d in RACEMiddle().load(SAMPLE_DATA)}
+    assert requests(RACEMiddle(), [docs["middle7.txt#1"]], HARNESS)[0][:4] == [
+        R(TOM + "Question: They went to the hill _ .\nAnswer:", c)
         for c in (" on Monday", " on Friday", " on Saturday", " on Sunday")]
 
 
@@ -232,31 +250,33 @@ def demo_doc() -> dict:
     return RACEMiddle().load(SAMPLE_DATA)[0]  # gold: " after dinner" (index 3)
 
 
-def test_chars_is_the_default_rule():
+def test_calibrated_is_the_default_rule():
     task, doc = RACEMiddle(), demo_doc()
-    assert len(task.requests(doc, [], SETTINGS)) == 4
-    # raw: " at noon" (-6) wins; per character " after dinner" (-8 / 12 = -0.67) beats -6 / 7 = -0.86
-    s = task.score(doc, results([-20.0, -15.0, -6.0, -8.0]), SETTINGS)
+    reqs = task.requests(doc, [], SETTINGS)
+    assert reqs == task.requests(doc, [], CALIBRATED)
+    assert reqs[4:] == [R("A:", c) for c in (" in the morning", " after lunch", " at noon", " after dinner")]
+    # in context " in the morning" is best by every length rule; after the bare "A:" it is likely
+    # anyway, so calibrated " after dinner" wins: -1-(-0.5) = -0.5 < -3-(-9) = 6
+    s = task.score(doc, results([-1.0, -9.0, -9.0, -3.0, -0.5, -9.0, -9.0, -9.0]), SETTINGS)
+    assert s.metrics == {"acc": 1.0, "acc_raw": 0.0, "acc_chars": 0.0, "acc_calibrated": 1.0}
+    assert s.prediction == "3"
+    assert s.extra["calibration_logprobs"] == [-0.5, -9.0, -9.0, -9.0]
+    bare = make_settings(options=(("race_calibration_context", "Answer: "),))
+    assert {r.context for r in RACEHigh().requests(doc, [], bare)[4:]} == {"Answer: "}
+
+
+def test_chars_rule_is_an_option():
+    task, doc = RACEMiddle(), demo_doc()
+    chars = make_settings(options=(("race_scoring", "chars"),))
+    assert len(task.requests(doc, [], chars)) == 4
+    # raw: " at noon" (-6) wins; per character " after dinner" (-8 / 13 = -0.62) beats -6 / 8 = -0.75
+    s = task.score(doc, results([-20.0, -15.0, -6.0, -8.0]), chars)
     assert s.metrics == {"acc": 1.0, "acc_raw": 0.0, "acc_chars": 1.0}
     assert (s.prediction, s.gold) == ("3", "3")
 
 
-def test_calibrated_rule_is_an_option():
-    task, doc = RACEMiddle(), demo_doc()
-    reqs = task.requests(doc, [], CALIBRATED)
-    assert reqs[4:] == [R("Answer:", c) for c in (" in the morning", " after lunch", " at noon", " after dinner")]
-    # in context " in the morning" is best by every length rule; after a bare "Answer:" it is likely
-    # anyway, so calibrated " after dinner" wins: -1-(-0.5) = -0.5 < -3-(-9) = 6
-    s = task.score(doc, results([-1.0, -9.0, -9.0, -3.0, -0.5, -9.0, -9.0, -9.0]), CALIBRATED)
-    assert s.metrics == {"acc": 1.0, "acc_raw": 0.0, "acc_chars": 0.0, "acc_calibrated": 1.0}
-    assert s.prediction == "3"
-    assert s.extra["calibration_logprobs"] == [-0.5, -9.0, -9.0, -9.0]
-    bare = make_settings(options=(("race_scoring", "calibrated"), ("race_calibration_context", "A: ")))
-    assert {r.context for r in RACEHigh().requests(doc, [], bare)[4:]} == {"A: "}
-
-
 def test_unknown_rule_is_refused():
-    with pytest.raises(UserError, match="race_scoring=raw: must be one of chars, calibrated"):
+    with pytest.raises(UserError, match="race_scoring=raw: must be one of calibrated, chars"):
         RACEMiddle().requests(demo_doc(), [], make_settings(options=(("race_scoring", "raw"),)))
 
 

@@ -22,7 +22,10 @@ from llama_eval.metrics import pass_at_k
 from llama_eval.requests import GenerationResult
 from llama_eval.tasks import data, get_task
 
-from llama_eval.tasks.nq_open import QAFormat, clean_answer, detokenize_dpr, fit_shots, qa_prompt, undo_double_quoting
+from llama_eval.tasks.data import undo_double_quoting
+from llama_eval.tasks.gsm8k import COT_EXEMPLARS
+from llama_eval.tasks.nq_open import detokenize_dpr
+from llama_eval.tasks.qa import QAFormat, clean_answer, qa_prompt
 from llama_eval.tasks.triviaqa import shot_answer
 
 pytestmark = pytest.mark.filterwarnings("ignore::llama_eval.tasks.data.DataMismatchWarning")
@@ -98,8 +101,7 @@ def test_qa_prompt_options():
 
 @pytest.mark.parametrize("option,value,message", [
     ("qa_separator", "tab", "none, blank"), ("qa_question", "title", "figure, raw"),
-    ("qa_answer_space", "1", "no, yes"), ("qa_char_budget", "-5", "positive whole number"),
-    ("qa_char_budget", "lots", "positive whole number"),
+    ("qa_answer_space", "1", "no, yes"), ("qa_cut", "word", "final, clause"),
 ])
 def test_qa_bad_options_are_user_errors(option, value, message):
     with pytest.raises(UserError, match=f"{option}={value}.*{message}"):
@@ -108,20 +110,24 @@ def test_qa_bad_options_are_user_errors(option, value, message):
 
 # -- NQ and TriviaQA: answers and grading ---------------------------------------------------------
 
-@pytest.mark.parametrize("completion,expected", [
-    (" Charles Darwin", "Charles Darwin"),
-    (" Charles Darwin.", "Charles Darwin"),
-    (" Charles Darwin\nQ: Who painted the Mona Lisa?", "Charles Darwin"),
-    (" Paris, France", "Paris"),
-    (" Paris. It is the capital", "Paris"),
-    (" 1,000 metres", "1,000 metres"),  # a thousands comma is not a clause break
-    (" 3.5 million", "3.5 million"),  # nor is a decimal point
-    (" St. Louis", "St"),  # the paper's rule cuts here too
-    ("\nParis", ""),
-    ("", ""),
+@pytest.mark.parametrize("completion,final,clause", [
+    (" Charles Darwin", "Charles Darwin", "Charles Darwin"),
+    (" Charles Darwin.", "Charles Darwin", "Charles Darwin"),
+    (" Charles Darwin ,", "Charles Darwin", "Charles Darwin"),
+    (" Charles Darwin\nQ: Who painted the Mona Lisa?", "Charles Darwin", "Charles Darwin"),
+    (" Paris, France", "Paris, France", "Paris"),
+    (" Paris. It is the capital", "Paris. It is the capital", "Paris"),
+    (" 1,000 metres", "1,000 metres", "1,000 metres"),  # a thousands comma is not a clause break
+    (" 3.5 million", "3.5 million", "3.5 million"),  # nor is a decimal point
+    (" St. Louis", "St. Louis", "St"),
+    (" R. H. Thomson", "R. H. Thomson", "R"),
+    (" T.J. Miller.", "T.J. Miller", "T.J"),
+    ("\nParis", "", ""),
+    ("", "", ""),
 ])
-def test_clean_answer(completion, expected):
-    assert clean_answer(completion) == expected
+def test_clean_answer(completion, final, clause):
+    assert clean_answer(completion) == clean_answer(completion, "final") == final
+    assert clean_answer(completion, "clause") == clause
 
 
 @pytest.mark.parametrize("name", ["nq_open", "triviaqa"])
@@ -129,7 +135,7 @@ def test_qa_grading_with_fake_results(name):
     task = get_task(name)
     doc = {"id": "d", "question": "q", "answers": ["Planet Mars", "Mars"], "answer": "Mars"}
     cases = {" Mars.\nQ: next": 1.0, " the planet Mars": 1.0, " Mars the red planet": 0.0,
-             " MARS, the red one": 1.0, " Venus": 0.0, "": 0.0}
+             " MARS,": 1.0, " MARS, the red one": 0.0, " Venus": 0.0, "": 0.0}
     for completion, expected in cases.items():
         score = task.score(doc, [GenerationResult((completion,))], make_settings())
         assert score.metrics == {"exact_match": expected}, completion
@@ -137,37 +143,43 @@ def test_qa_grading_with_fake_results(name):
     assert score.gold == "Planet Mars | Mars"
 
 
-# -- NQ and TriviaQA: shots and the character budget ------------------------------------------------
+# -- NQ and TriviaQA: shots and the window ------------------------------------------------------
 
 def long_pool(n: int, width: int) -> list[dict]:
     return [qa(f"question number {i} " + "x" * width, f"answer {i}", id_=f"p{i}") for i in range(n)]
 
 
+def within(limit: int):
+    """A stand-in for the engine's window check: a prompt fits when it has at most `limit` characters."""
+    return lambda request: len(request.prompt) <= limit
+
+
 def test_64_shots_that_fit_are_all_kept():
     task, doc, pool = get_task("nq_open"), qa("who is it"), long_pool(100, 10)
     shots = task.select_shots(doc, pool, 64, make_settings())
-    assert len(shots) == 64
-    assert len(task.prompt(doc, shots)) <= QAFormat.char_budget
+    settings = make_settings(fits=within(10_000))
+    assert task.fit_shots(doc, shots, settings) == shots and len(shots) == 64
 
 
-def test_64_shots_over_the_budget_drop_the_farthest_first():
+def test_64_shots_over_the_window_drop_the_farthest_first():
     task, doc, pool = get_task("triviaqa"), qa("who is it"), long_pool(100, 60)
-    unlimited = make_settings(options=(("qa_char_budget", "100000"),))
-    drawn = task.select_shots(doc, pool, 64, unlimited)
-    assert len(drawn) == 64 and len(qa_prompt(doc, drawn, QAFormat.from_settings(task, unlimited))) > 5500
-    kept = task.select_shots(doc, pool, 64, make_settings())
+    drawn = task.select_shots(doc, pool, 64, make_settings())
+    settings = make_settings(fits=within(5500))
+    kept = task.fit_shots(doc, drawn, settings)
     assert 0 < len(kept) < 64
     assert kept == drawn[64 - len(kept):]  # a tail: the shots nearest the question stay
-    [req] = task.requests(doc, kept, make_settings())
+    [req] = task.requests(doc, kept, settings)
     assert len(req.prompt) <= 5500 < len(qa_prompt(doc, drawn[63 - len(kept):], QAFormat()))  # one more would not fit
 
 
-def test_budget_counts_the_chosen_format_and_can_drop_every_shot():
-    doc, shots = qa("who is it"), long_pool(10, 20)
-    budget = len(qa_prompt(doc, shots[-4:], QAFormat()))  # exactly four shots fit without blank lines
-    plain, blank = QAFormat(char_budget=budget), QAFormat(separator="blank", char_budget=budget)
-    assert len(fit_shots(doc, shots, plain)) == 4 and len(fit_shots(doc, shots, blank)) == 3
-    assert fit_shots(qa("y" * 400), shots, plain) == []  # the question alone is over: no shots, no error
+def test_fitting_uses_the_chosen_format_and_can_drop_every_shot():
+    task, doc, shots = get_task("nq_open"), qa("who is it"), long_pool(10, 20)
+    limit = len(qa_prompt(doc, shots[-4:], QAFormat()))  # exactly four shots fit without blank lines
+    plain = make_settings(fits=within(limit))
+    blank = make_settings(fits=within(limit), options=(("qa_separator", "blank"),))
+    assert len(task.fit_shots(doc, shots, plain)) == 4 and len(task.fit_shots(doc, shots, blank)) == 3
+    assert task.fit_shots(qa("y" * 400), shots, plain) == []  # the question alone is over: no shots, no error
+    assert task.fit_shots(doc, shots, make_settings()) == shots  # no window known: nothing dropped
 
 
 def test_shots_are_drawn_per_document_and_never_the_document_itself():
@@ -293,13 +305,55 @@ def test_triviaqa_hub_golds_include_the_value():
 
 # -- GSM8K -------------------------------------------------------------------------------------------
 
-def test_gsm8k_prompt_uses_the_first_eight_train_problems():
+# Wei et al. (2022), Table 20 ("Few-shot exemplars for full chain of thought prompt for math word
+# problems"), typed from the paper, and its Q:/A: layout (Figure 1, Figure 3).
+WEI_TABLE_20 = """\
+Q: There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there will be 21 trees. How many trees did the grove workers plant today?
+A: There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have been 21 - 15 = 6. The answer is 6.
+
+Q: If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?
+A: There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.
+
+Q: Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?
+A: Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, they had 74 - 35 = 39. The answer is 39.
+
+Q: Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did Jason give to Denny?
+A: Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. The answer is 8.
+
+Q: Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have now?
+A: Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. 5 + 4 = 9. The answer is 9.
+
+Q: There were nine computers in the server room. Five more computers were installed each day, from monday to thursday. How many computers are now in the server room?
+A: There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29.
+
+Q: Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf balls did he have at the end of wednesday?
+A: Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33.
+
+Q: Olivia has $23. She bought five bagels for $3 each. How much money does she have left?
+A: Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8.
+
+"""
+
+
+def test_gsm8k_default_prompt_is_wei_et_al_chain_of_thought():
+    task = get_task("gsm8k")
+    docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
+    settings = make_settings(seed=1)
+    shots = task.select_shots(docs[0], pool, 8, settings)
+    assert shots == task.select_shots(docs[2], pool, 8, make_settings(seed=99))  # one header for all
+    req = task.requests(docs[0], shots, settings)[0]
+    assert req.prompt == WEI_TABLE_20 + "Q: " + docs[0]["question"] + "\nA:"
+    assert len(COT_EXEMPLARS) == 8 and all(a.endswith(".") and "The answer is" in a for _, a in COT_EXEMPLARS)
+
+
+def test_gsm8k_train_prompt_option_uses_the_first_eight_train_problems():
     task = get_task("gsm8k")
     docs, pool = task.load(SAMPLE_DATA), task.load_shots(SAMPLE_DATA)
     assert docs[1]["answer"] == "2400" and docs[2]["answer"] == "-7"
-    shots = task.select_shots(docs[0], pool, 8, make_settings(seed=1))
-    assert shots == pool[:8] == task.select_shots(docs[2], pool, 8, make_settings(seed=99))
-    prompt = task.prompt(docs[0], shots)
+    settings = make_settings(seed=1, options=(("gsm8k_prompt", "train"),))
+    shots = task.select_shots(docs[0], pool, 8, settings)
+    assert [s["id"] for s in shots] == [d["id"] for d in task.load_shots(SAMPLE_DATA)[8:16]]
+    prompt = task.requests(docs[0], shots, settings)[0].prompt
     assert prompt.startswith("Question: Ana reads 15 pages a day. How many pages does she read in a week?\n"
                              "Answer: In a week she reads 15 * 7 = 105 pages.\n#### 105\n\n"
                              "Question: A bag holds 6 red and 9 blue marbles.")
@@ -312,8 +366,8 @@ def test_gsm8k_sampling_regimes():
     task = get_task("gsm8k")
     doc = task.load(SAMPLE_DATA)[0]
     greedy, sampled = task.requests(doc, [], make_settings(seed=5))
-    assert (greedy.temperature, greedy.n, greedy.until, greedy.max_new_tokens) == (0.0, 1, ("\n\n", "Question:"), 256)
-    assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed) == (0.6, 1.0, 100, 5)
+    assert (greedy.temperature, greedy.n, greedy.until, greedy.max_new_tokens) == (0.0, 1, ("\n\n", "Q:", "Question:"), 512)
+    assert (sampled.temperature, sampled.top_p, sampled.n, sampled.seed, sampled.max_new_tokens) == (0.6, 0.95, 100, 5, 512)
     [only] = task.requests(doc, [], make_settings(samples=0))
     assert only.temperature == 0.0
     other = task.requests(doc, [], make_settings(samples=7, temperature=0.3, options=(("gsm8k_top_p", "0.9"),)))[1]
@@ -327,17 +381,21 @@ def test_gsm8k_sampling_regimes():
 def test_gsm8k_grading_with_fake_results():
     task = get_task("gsm8k")
     doc = task.load(SAMPLE_DATA)[1]  # gold 2,400
-    samples = (" ... #### 2,400", " so 2400 dollars.", " #### 2400.00", " #### 600", " #### 600", " no idea")
-    score = task.score(doc, [GenerationResult((" It makes $2,400 in 4 days.\n#### 2400",)), GenerationResult(samples)],
-                       make_settings(samples=6))
+    samples = (" ... The answer is 2,400.", " so 2400 dollars.", " The answer is $2400.00.", " The answer is 600.",
+               " The answer is 600.", " no idea")
+    score = task.score(doc, [GenerationResult((" It makes 2 * 1200 = 2400. The answer is 2400.",)),
+                             GenerationResult(samples)], make_settings(samples=6))
     assert score.metrics == {"acc": 1.0, "maj1@6": 1.0}
     assert (score.prediction, score.gold) == ("2400", "2400")
     assert score.extra["majority"] == "2400" and score.extra["votes"] == 3 and score.extra["no_answer"] == 1
-    votes = GenerationResult((" #### 600", " #### 600", " #### 2400"))
-    wrong = task.score(doc, [GenerationResult((" #### 240",)), votes], make_settings(samples=3))
+    votes = GenerationResult((" The answer is 600.", " The answer is 600.", " The answer is 2400."))
+    wrong = task.score(doc, [GenerationResult((" The answer is 240.",)), votes], make_settings(samples=3))
     assert wrong.metrics == {"acc": 0.0, "maj1@3": 0.0}
-    greedy_only = task.score(doc, [GenerationResult((" The answer is 2400.",))], make_settings(samples=0))
-    assert greedy_only.metrics == {"acc": 1.0}
+    # The chain-of-thought prompt reads "The answer is" first, the train prompt "####" first.
+    both = [GenerationResult((" The answer is 2400. #### 240",))]
+    assert task.score(doc, both, make_settings(samples=0)).metrics == {"acc": 1.0}
+    train = make_settings(samples=0, options=(("gsm8k_prompt", "train"),))
+    assert task.score(doc, both, train).metrics == {"acc": 0.0}
 
 
 def test_gsm8k_answer_without_final_number_is_a_user_error(tmp_path):
@@ -465,7 +523,7 @@ def real(name: str, shared_data: Path, loaded: dict):
 
 
 @pytest.mark.parametrize("name,n_docs,n_pool", [("nq_open", 3610, 8757), ("triviaqa", 11313, 8837),
-                                                ("gsm8k", 1319, 7473), ("humaneval", 164, 0)])
+                                                ("gsm8k", 1319, 16), ("humaneval", 164, 0)])
 def test_real_file_counts(shared_data, loaded, name, n_docs, n_pool):
     task, docs, pool = real(name, shared_data, loaded)
     assert len(docs) == n_docs and len({d["id"] for d in docs}) == n_docs
@@ -481,18 +539,27 @@ def test_real_triviaqa_questions_are_decoded(shared_data, loaded):
 
 
 def test_real_64_shot_prompts_fit_the_window(shared_data, loaded, llama_tokenizer_path):
-    """Every 64-shot prompt under the character budget is within 2,048 tokens less BOS and
-    the 32 new tokens, for a spread of real questions with both shot separators."""
-    import sentencepiece as spm
+    """With the engine's window check (LLaMA tokenizer, 2,048 tokens), 64-shot prompts keep
+    every shot that fits: all 64 for NQ; for TriviaQA only questions over the window lose any."""
+    from llama_eval.engine.window import WindowFit
+    from llama_eval.model.tokenizer import Tokenizer
 
-    sp = spm.SentencePieceProcessor(model_file=str(llama_tokenizer_path))
+    tok = Tokenizer(llama_tokenizer_path)
+    settings = make_settings()
     for name in ("nq_open", "triviaqa"):
         task, docs, pool = real(name, shared_data, loaded)
-        for separator in ("none", "blank"):
-            settings = make_settings(options=(("qa_separator", separator),))
-            for doc in docs[:: len(docs) // 50]:
-                [req] = task.requests(doc, task.select_shots(doc, pool, 64, settings), settings)
-                assert len(sp.encode(req.prompt)) + 1 + req.max_new_tokens <= 2048, (name, doc["id"])
+        fits = make_settings(fits=WindowFit(tok, 2048))
+        kept = []
+        for doc in docs[:: len(docs) // 40]:
+            drawn = task.select_shots(doc, pool, 64, settings)
+            shots = task.fit_shots(doc, drawn, fits)
+            [req] = task.requests(doc, shots, settings)
+            assert len(tok.encode(req.prompt, bos=True)) + req.max_new_tokens <= 2048, (name, doc["id"])
+            if len(shots) < 64:  # one more shot would not have fitted
+                [longer] = task.requests(doc, drawn[63 - len(shots):], settings)
+                assert len(tok.encode(longer.prompt, bos=True)) + longer.max_new_tokens > 2048
+            kept.append(len(shots))
+        assert min(kept) == 64 if name == "nq_open" else min(kept) > 30, (name, sorted(kept)[:5])
 
 
 def test_real_gsm8k_prompts_fit_the_window(shared_data, loaded, llama_tokenizer_path):

@@ -63,7 +63,8 @@ GOLDEN = {
                " Leave it open on the counter so the air can reach the flesh.")],
     "siqa": [R("Q: Jordan forgot his umbrella and walked home in the rain. How would Jordan feel afterwards?\nA:", c)
              for c in (" wet and cold", " proud of himself", " well rested")],
-    "hellaswag": [R("Washing dishes: A woman stands at a sink full of plates. she", c)
+    # ctx_b capitalised, as the harness does and GPT-3's figure G.9 shows ("... in a kitchen. They")
+    "hellaswag": [R("Washing dishes: A woman stands at a sink full of plates. She", c)
                   for c in (" turns on the tap and scrubs a plate.", " throws the plates out of the window.",
                             " sits on the sink and reads a book.", " paints the plates blue.")],
     "winogrande": [R("The trophy didn't fit in the suitcase because the trophy", " was too big."),
@@ -305,7 +306,7 @@ def test_real_first_prompts(shared_data):
                         "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:")
     assert ctx.count("\nAnswer:") == 6 and docs[0]["answer"] == 1
     hs = get_task("hellaswag").load(shared_data)[0]
-    assert build("hellaswag", [hs])[0][3] == R("Roof shingle removal: A man is sitting on a roof. he",
+    assert build("hellaswag", [hs])[0][3] == R("Roof shingle removal: A man is sitting on a roof. He",
                                                " starts pulling up roofing on a roof.")
     assert hs["label"] == 3
 
@@ -368,3 +369,46 @@ def test_missing_release_file_says_what_to_pass(tmp_path):
 def test_mmlu_partial_data_dir_warns():
     with pytest.warns(UserWarning, match="lacks 53 of the 57 subjects"):
         get_task("mmlu").load(SAMPLE_DATA)
+
+
+# -- HellaSwag text and the per-character length (issue 11, items 8 and 9) ----------------------
+
+def test_hellaswag_harness_preprocessing():
+    from llama_eval.tasks.hellaswag import harness_text, split_dump_context
+
+    # the harness's steps: strip, " [title]" -> ". ", every [...] removed, double spaces made single
+    assert harness_text(" [header] How to x [title] Do y. [step] Then z. ") == "How to x. Do y. Then z."
+    assert harness_text("a [portrait] b") == "a b"  # every bracketed marker goes, not only WikiHow's
+    assert harness_text("[title] Lower it.") == "Lower it."
+    assert split_dump_context("A lady walks to a barbell. She bends down. the lady") == (
+        "A lady walks to a barbell. She bends down.", "the lady")
+    assert split_dump_context("How to boil an egg. Fill a pot with water.") == (
+        "How to boil an egg. Fill a pot with water.", "")
+
+
+def test_hellaswag_dump_text_is_an_option():
+    docs, _ = release("hellaswag")
+    dump = make_settings(options=(("hellaswag_text", "dump"),))
+    assert build("hellaswag", docs[:1], settings=dump)[0][0].context == (
+        "Washing dishes: A woman stands at a sink full of plates. she")
+
+
+def test_per_character_length_counts_the_leading_space_by_default():
+    from llama_eval.tasks.base import MultipleChoiceTask
+
+    class TwoChoices(MultipleChoiceTask):
+        name = "two_choices"
+
+        def choices(self, doc):
+            return [" ab", " abc"]
+
+        def gold(self, doc):
+            return 0
+
+    # 3 and 4 characters with the space (2 and 3 without): -1.5 / 3 = -0.5 beats -2.2 / 4 = -0.55;
+    # stripped, -2.2 / 3 = -0.73 beats -1.5 / 2 = -0.75.
+    results = [LoglikelihoodResult(-1.5, False, 1), LoglikelihoodResult(-2.2, False, 1)]
+    whole = TwoChoices().score({"id": "d"}, results, make_settings())
+    stripped = TwoChoices().score({"id": "d"}, results, make_settings(options=(("mc_char_length", "stripped"),)))
+    assert (whole.prediction, stripped.prediction) == ("0", "1")
+    assert whole.metrics["acc_chars"] == 1.0 and stripped.metrics["acc_chars"] == 0.0

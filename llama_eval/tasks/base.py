@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from . import data
 from ..errors import UserError
@@ -27,8 +27,11 @@ Doc = dict[str, Any]
 
 @dataclass(frozen=True)
 class Settings:
-    """Run-wide knobs a task may read; built from RunConfig only (evaluator.settings_of), so
-    every default lives there. Options are read through `Task.option`, which parses them."""
+    """Run-wide knobs a task may read; built from RunConfig (evaluator.settings_of), so every
+    default lives there. Options are read through `Task.option`, which parses them. `fits` is
+    the engine's answer to "does this request fit the model's window?" once a model is loaded
+    (None before: nothing is dropped); tasks call it on their own requests and never see the
+    model or its tokenizer."""
 
     seed: int
     samples: int | None  # generation: samples per problem (None: the task's default)
@@ -36,6 +39,7 @@ class Settings:
     options: tuple[tuple[str, str], ...]  # "--option name=value", checked against the tasks' declared options
     allow_code_execution: bool  # run model-written code (execution/) to grade it
     allow_unsandboxed: bool  # ... even where the sandbox has no kernel isolation (--allow-unsandboxed)
+    fits: Callable[[Request], bool] | None  # the engine's window check (engine/window.py), or None
 
 
 @dataclass
@@ -123,6 +127,20 @@ class Task:
         return out
 
     # -- few-shot selection -------------------------------------------------------------
+    def fit_shots(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Doc]:
+        """The shots `doc` keeps so that every request of the document fits the model's window
+        (settings.fits), dropping whole shots, never text: with `fixed_shots` the last one
+        (Hendrycks' MMLU code lowers k until the prompt fits, so the kept shots stay the pool's
+        first k and documents with the same k share one header); otherwise the first, the
+        farthest from the question. All of them may go; a zero-shot prompt that still does not
+        fit is cut from the left by the engine, its last resort, counted in run.json."""
+        if settings.fits is None:
+            return shots
+        kept = list(shots)
+        while kept and not all(settings.fits(r) for r in self.requests(doc, kept, settings)):
+            kept = kept[:-1] if self.fixed_shots else kept[1:]
+        return kept
+
     def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
         """k examples for `doc`, never the document itself.
 
@@ -144,6 +162,11 @@ class Task:
         return rng.sample(candidates, k)
 
 
+CHAR_LENGTH = Option("whole", "whole: per-character scores divide by the length of the continuation as scored, "
+                     "leading space included (the harness's acc_norm); stripped: without the leading space",
+                     choices=("whole", "stripped"))
+
+
 class MultipleChoiceTask(Task):
     """Score every choice as a continuation of the context; pick the best.
 
@@ -151,8 +174,12 @@ class MultipleChoiceTask(Task):
     starting with a space), `gold(doc)` (index of the right choice).
 
     Scoring rules (`scoring`, ../shared/reference/PROTOCOL.md §3):
-      "chars"      log-likelihood / characters of the choice, leading space not counted
-                   (the paper's default, after Gao et al. 2021)
+      "chars"      log-likelihood / characters of the choice (the paper's default, after Gao et
+                   al. 2021). Which characters: option `mc_char_length`, default "whole": the
+                   continuation string as scored, its leading space included, as the harness's
+                   acc_norm divides (it reproduces the paper's HellaSwag within 0.1; the paper
+                   says only "normalized by the number of characters"); "stripped": without
+                   the leading space.
       "calibrated" log P(choice | context) - log P(choice | "Answer:") (BoolQ, OBQA); the bare
                    context is the declared option named by `calibration_option`
       "raw"        log-likelihood as is
@@ -163,6 +190,7 @@ class MultipleChoiceTask(Task):
 
     scoring: ClassVar[str] = "chars"
     calibration_option: ClassVar[str] = ""  # the declared option holding the bare context, if calibrated
+    options: ClassVar[Mapping[str, Option]] = {"mc_char_length": CHAR_LENGTH}  # subclasses add theirs to these
 
     def scoring_rule(self, settings: Settings) -> str:
         return self.scoring
@@ -177,7 +205,10 @@ class MultipleChoiceTask(Task):
         raise NotImplementedError
 
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        ctx = self.context(doc, shots)
+        return self.choice_requests(self.context(doc, shots), doc, settings)
+
+    def choice_requests(self, ctx: str, doc: Doc, settings: Settings) -> list[Request]:
+        """Each choice after `ctx`, then (calibrated) each choice after the bare context."""
         reqs: list[Request] = [LoglikelihoodRequest(ctx, c) for c in self.choices(doc)]
         if self.scoring_rule(settings) == "calibrated":
             bare = self.option(settings, self.calibration_option)
@@ -188,7 +219,8 @@ class MultipleChoiceTask(Task):
         choices = self.choices(doc)
         n = len(choices)
         ll = [r.logprob for r in results[:n]]  # type: ignore[union-attr]
-        by_chars = [x / max(len(c.lstrip()), 1) for x, c in zip(ll, choices)]
+        strip = self.option(settings, "mc_char_length") == "stripped"
+        by_chars = [x / max(len(c.lstrip() if strip else c), 1) for x, c in zip(ll, choices)]
         ranked = {"raw": ll, "chars": by_chars}
         extra: dict[str, Any] = {"logprobs": [round(x, 6) for x in ll]}
         rule = self.scoring_rule(settings)
@@ -224,10 +256,12 @@ class GenerationTask(Task):
 
     def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
         prompt = self.prompt(doc, shots)
-        return [
-            GenerationRequest(prompt, self.until, self.max_new_tokens, seed=settings.seed, **kw)
-            for kw in self.sampling(settings)
-        ]
+        return [self.generation_request(prompt, settings, **kw) for kw in self.sampling(settings)]
+
+    def generation_request(self, prompt: str, settings: Settings, **fields: Any) -> GenerationRequest:
+        """A request for `prompt` with this task's stop strings and token limit; `fields` are one
+        regime of `sampling` (temperature, top_p, n)."""
+        return GenerationRequest(prompt, self.until, self.max_new_tokens, seed=settings.seed, **fields)
 
     def score(self, doc: Doc, results: Sequence[Result], settings: Settings) -> DocScore:
         return self.grade(doc, [r.completions for r in results], settings)  # type: ignore[union-attr]

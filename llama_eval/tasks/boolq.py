@@ -37,7 +37,7 @@ class BoolQ(MultipleChoiceTask):
     release_split = "validation"
     scoring = "calibrated"
     calibration_option = "boolq_calibration_context"
-    options = {calibration_option: calibration_context("boolq")}
+    options = {**MultipleChoiceTask.options, calibration_option: calibration_context("boolq")}
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "boolq/val.jsonl")

@@ -10,6 +10,7 @@ including the generation tasks' files and the tokenizer).
 
 from __future__ import annotations
 
+import ast
 import csv
 import functools
 import gzip
@@ -19,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections import Counter
 from typing import Any, Iterator, Sequence
 
 from ..errors import UserError
@@ -159,6 +161,67 @@ def answer_index(labels: list[str], key: str, path: Path | str, lineno: int) -> 
     if key not in labels:
         raise invalid(path, lineno, "answerKey", key, f"one of the row's choice labels {labels}")
     return labels.index(key)
+
+
+# -- document ids and common fields -----------------------------------------------------------
+
+def content_id(prefix: str, text: str) -> str:
+    """A document id from its text: the same whichever source (release file or hub) or row
+    order it came from, and a question met in both the eval set and the shot pool is never
+    its own shot (select_shots skips the document's own id)."""
+    return f"{prefix}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:12]}"
+
+
+def unique_ids(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Docs whose id repeats an earlier one (the same question twice) get "-2", "-3", ..."""
+    seen: Counter[str] = Counter()
+    for doc in docs:
+        seen[doc["id"]] += 1
+        if seen[doc["id"]] > 1:
+            doc["id"] = f"{doc['id']}-{seen[doc['id']]}"
+    return docs
+
+
+def string_list(row: dict[str, Any], name: str, source: Any, lineno: int) -> list[str]:
+    """row[name] as a non-empty list of strings, else an error naming source, line and field."""
+    value = field(row, name, source, lineno, list)
+    if not value or not all(isinstance(v, str) for v in value):
+        raise invalid(source, lineno, name, value, "a non-empty list of strings")
+    return value
+
+
+def read_dpr(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, question, answers) from a DPR question file: tab-separated, no header, answers a
+    Python list literal of strings (CSV quoting where a field holds quotes)."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        for fields in reader:
+            lineno = reader.line_num
+            if len(fields) != 2:
+                raise UserError(f"{path}, line {lineno}: {len(fields)} tab-separated fields, "
+                                "expected 2 (question, answers)")
+            try:
+                answers = ast.literal_eval(fields[1])
+            except (ValueError, SyntaxError):
+                answers = None
+            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+                raise invalid(path, lineno, "answers", fields[1], "a Python list of strings such as ['Paris']")
+            rows.append((lineno, undo_double_quoting(fields[0]), answers))
+    return rows
+
+
+def undo_double_quoting(question: str) -> str:
+    """A question that was CSV-quoted twice (708 in DPR's TriviaQA test file:
+    '"Who was the target of the failed ""Bomb Plot"" of 1944?"'), quoted once less.
+
+    Only a field that starts and ends with a quote and holds no lone quote between them is
+    decoded, so questions that merely begin with a quotation are kept as they are.
+    """
+    inner = question[1:-1]
+    if len(question) >= 2 and question[0] == question[-1] == '"' and '"' not in inner.replace('""', ""):
+        return inner.replace('""', '"')
+    return question
 
 
 # -- the manifest of known release files --------------------------------------------------

@@ -11,26 +11,33 @@ setup as Minerva"; shots, prompt, temperature and answer extraction are NOT STAT
   `EleutherAI/hendrycks_math`, one config per subject (SUBJECTS, in the same order), split test,
   rows with the same four fields. Hub rows do not carry the file number, so hub ids are
   "<subject>/<row index>"; the documents' content is the same as the release's.
-- Gold: the last \\boxed{...} of the solution (metrics.last_boxed), normalised.
-- Shots: 4 (the count the Llama 2 paper gives for the same numbers): the four worked examples
-  in EXEMPLARS, written for this project (Minerva's exemplars are not reused), the same for
-  every problem. Answer format (CONVENTION): each solution ends with a line
-  "The final answer is $<answer>$."
-- Prompt (NOT STATED in the paper): "Problem:\\n{problem}\\n\\nSolution:\\n{solution}\\n\\n" per
-  shot, then "Problem:\\n{problem}\\n\\nSolution:\\n". Generation stops at a line starting
-  "Problem:" or "Solution:" (the model beginning another example), at most 512 new tokens
-  (NOT STATED). Prompt, BOS and the 512 new tokens fit LLaMA's 2,048-token window for every
-  problem but one (counting_and_probability/670, a 1,864-token prompt), which the engine cuts
-  from the left and reports as truncated.
+- Gold: the last \\boxed{...} of the solution (metrics.last_boxed), normalised by the grader.
+- Shots: 4, the same for every problem. The paper says "same setup as Minerva" (Lewkowycz et
+  al. 2022); option `math_prompt`:
+    minerva    (default) Minerva's fixed 4-shot prompt (its appendix; MINERVA_PROMPT, verbatim,
+               including the stray "}" after the first problem's formula), each solution ending
+               "Final Answer: The final answer is X. I hope it is correct."; layout
+               "Problem:\\n{problem}\\n\\nSolution:\\n{solution}" per exemplar, blank lines
+               between, then "Problem:\\n{problem}\\n\\nSolution:".
+    llama_eval four worked examples written for this project (EXEMPLARS), each ending
+               "The final answer is $<answer>$."; layout "Problem:\\n{p}\\n\\nSolution:\\n{s}\\n\\n"
+               per shot, then "Problem:\\n{problem}\\n\\nSolution:\\n".
+  Generation stops at a line starting "Problem:" or "Solution:" (the model beginning another
+  example) or after "I hope it is correct.", at most 512 new tokens (Minerva's budget). The
+  rare prompt that leaves less room is shortened by dropping shots (Task.fit_shots).
 - Decoding and metrics, as for GSM8K:
     acc          one greedy sample per problem (the paper's plain column).
-    maj1@{k}     k samples at temperature 0.6 (Minerva's; --temperature overrides), top-p from
-                 --option math_top_p (default 1.0, plain sampling); the majority answer
-                 (metrics.majority_vote over normalised answers) is scored. k = --samples,
-                 default 256 as in the paper; --samples 0 skips the sampled regime.
-  The answer is metrics.math_answer: what follows "The final answer is", else the last
-  \\boxed{} of the completion, normalised by metrics.normalize_math_answer and compared with
-  the normalised gold as strings.
+    maj1@{k}     k samples at temperature 0.6, top-p 0.95 (Minerva's; --temperature and --option
+                 math_top_p override); the majority of the normalised answers is scored.
+                 k = --samples, default 256 as in the paper; --samples 0 skips the sampled regime.
+- Grading, option `math_grader`:
+    minerva    (default) the answer stated as "The final answer is X. I hope it is correct"
+               (math_answers.minerva_answer; no such sentence: no answer), normalised by
+               Minerva's rules (math_answers.minerva_normalize), equal to the gold normalised
+               the same way as a string or by SymPy (math_answers.answers_equivalent: a parse
+               failure compares strings; 5 seconds per comparison).
+    llama_eval what follows "The final answer is", else the last \\boxed{} of the completion,
+               normalised by metrics.normalize_math_answer, compared with the gold as strings.
 """
 
 from __future__ import annotations
@@ -40,12 +47,14 @@ import re
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import UserError
+from ..math_answers import answers_equivalent, minerva_answer, minerva_normalize
 from ..metrics import last_boxed, math_answer, normalize_math_answer
 from . import data, voting
 from .base import Doc, DocScore, GenerationTask, Settings
+from .options import Option
 
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
             "number_theory", "prealgebra", "precalculus")
@@ -74,6 +83,32 @@ EXEMPLARS = (
      "Adding the two equations gives $2x = 8$, so $x = 4$. Then $y = 7 - x = 3$.\n"
      "The final answer is $(4, 3)$."),
 )
+
+
+# Minerva's four-shot MATH prompt (Lewkowycz et al. 2022, appendix), verbatim: (problem, solution).
+MINERVA_PROMPT = (
+    ("Find the domain of the expression  $\\frac{\\sqrt{x-2}}{\\sqrt{5-x}}$.}",
+     "The expressions inside each square root must be non-negative. Therefore, $x-2 \\ge 0$, so $x\\ge2$, and "
+     "$5 - x \\ge 0$, so $x \\le 5$. Also, the denominator cannot be equal to zero, so $5-x>0$, which gives $x<5$. "
+     "Therefore, the domain of the expression is $\\boxed{[2,5)}$.\n"
+     "Final Answer: The final answer is $[2,5)$. I hope it is correct."),
+    ("If $\\det \\mathbf{A} = 2$ and $\\det \\mathbf{B} = 12,$ then find $\\det (\\mathbf{A} \\mathbf{B}).$",
+     "We have that $\\det (\\mathbf{A} \\mathbf{B}) = (\\det \\mathbf{A})(\\det \\mathbf{B}) = (2)(12) = \\boxed{24}.$\n"
+     "Final Answer: The final answer is $24$. I hope it is correct."),
+    ("Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many "
+     "times must Terrell lift them in order to lift the same total weight?",
+     "If Terrell lifts two 20-pound weights 12 times, he lifts a total of $2\\cdot 12\\cdot20=480$ pounds of weight.  "
+     "If he lifts two 15-pound weights instead for $n$ times, he will lift a total of $2\\cdot15\\cdot n=30n$ pounds "
+     "of weight.  Equating this to 480 pounds, we can solve for $n$:\n"
+     "\\begin{align*}\n30n&=480\\\\\n\\Rightarrow\\qquad n&=480/30=\\boxed{16}\n\\end{align*}\n"
+     "Final Answer: The final answer is $16$. I hope it is correct."),
+    ("If the system of equations\n\n\\begin{align*}\n6x-4y&=a,\\\\\n6y-9x &=b.\n\\end{align*}has a solution "
+     "$(x, y)$ where $x$ and $y$ are both nonzero,\nfind $\\frac{a}{b},$ assuming $b$ is nonzero.",
+     "If we multiply the first equation by $-\\frac{3}{2}$, we obtain\n\n$$6y-9x=-\\frac{3}{2}a.$$Since we also "
+     "know that $6y-9x=b$, we have\n\n$$-\\frac{3}{2}a=b\\Rightarrow\\frac{a}{b}=\\boxed{-\\frac{2}{3}}.$$\n"
+     "Final Answer: The final answer is $-\\frac{2}{3}$. I hope it is correct."),
+)
+PROMPTS = ("minerva", "llama_eval")
 
 
 def math_doc(row: dict[str, Any], doc_id: str, subject: str, where: str) -> Doc:
@@ -121,8 +156,21 @@ def _member_doc(archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -
 
 
 def exemplar_docs() -> list[Doc]:
-    return [{"id": f"exemplar-{i}", "problem": problem, "solution": solution}
-            for i, (problem, solution) in enumerate(EXEMPLARS, 1)]
+    """Both prompts' exemplars, each marked by "pool" (select_shots keeps the one option
+    math_prompt names)."""
+    return ([{"id": f"minerva-{i}", "problem": p, "solution": s, "pool": "minerva"}
+             for i, (p, s) in enumerate(MINERVA_PROMPT, 1)]
+            + [{"id": f"exemplar-{i}", "problem": p, "solution": s, "pool": "llama_eval"}
+               for i, (p, s) in enumerate(EXEMPLARS, 1)])
+
+
+def minerva_gold(doc: Doc) -> str:
+    return minerva_normalize(last_boxed(doc["solution"]) or "")
+
+
+def minerva_prediction(completion: str) -> str | None:
+    stated = minerva_answer(completion)
+    return minerva_normalize(stated) if stated is not None else None
 
 
 class MATH(GenerationTask):
@@ -132,12 +180,19 @@ class MATH(GenerationTask):
     paper_shots = (4,)
     headline_metric = "acc"
     hf_dataset = ("EleutherAI/hendrycks_math", None, "test")  # one config per subject: SUBJECTS
-    few_shot_pool = "4 fixed worked examples written for llama-eval (EXEMPLARS), the same for every problem"
-    until = ("\nProblem:", "\nSolution:")
+    few_shot_pool = ("math_prompt=minerva: Minerva's 4-shot prompt; llama_eval: 4 worked examples written for "
+                     "llama-eval; the same for every problem")
+    until = ("\nProblem:", "\nSolution:", "I hope it is correct.")
     max_new_tokens = 512
     fixed_shots = True
     release_files = (RELEASE_FILE,)
-    options = voting.voting_options("math")
+    options = {
+        "math_prompt": Option("minerva", "minerva: Minerva's 4-shot prompt; llama_eval: this project's 4 examples",
+                              choices=PROMPTS),
+        "math_grader": Option("minerva", "minerva: Minerva's normalisation + SymPy equivalence; llama_eval: "
+                              "metrics.normalize_math_answer, string equality", choices=PROMPTS),
+        **voting.voting_options("math"),
+    }
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is not None:
@@ -156,12 +211,26 @@ class MATH(GenerationTask):
     def load_shots(self, data_dir: Path | None) -> list[Doc]:
         return exemplar_docs()
 
-    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+    def select_shots(self, doc: Doc, pool: Sequence[Doc], k: int, settings: Settings) -> list[Doc]:
+        style = self.option(settings, "math_prompt")
+        return super().select_shots(doc, [d for d in pool if d.get("pool", style) == style], k, settings)
+
+    def prompt(self, doc: Doc, shots: list[Doc], style: str = "minerva") -> str:
+        if style == "minerva":
+            blocks = [f"Problem:\n{s['problem']}\n\nSolution:\n{s['solution']}" for s in shots]
+            return "\n\n".join([*blocks, f"Problem:\n{doc['problem']}\n\nSolution:"])
         blocks = [f"Problem:\n{s['problem']}\n\nSolution:\n{s['solution']}\n\n" for s in shots]
         return "".join(blocks) + f"Problem:\n{doc['problem']}\n\nSolution:\n"
+
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings):
+        prompt = self.prompt(doc, shots, self.option(settings, "math_prompt"))
+        return [self.generation_request(prompt, settings, **kw) for kw in self.sampling(settings)]
 
     def sampling(self, settings: Settings) -> list[dict[str, Any]]:
         return voting.majority_regimes(settings, self, SAMPLES)
 
     def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
+        if self.option(settings, "math_grader") == "minerva":
+            return voting.grade_by_vote(doc, completions, minerva_gold(doc), minerva_prediction,
+                                        lambda a, gold: a is not None and answers_equivalent(a, gold))
         return voting.grade_by_vote(doc, completions, doc["answer"], math_answer, lambda a, gold: a == gold)

@@ -20,9 +20,11 @@ prompts similar to Austin et al. (2021)"; the split, the shots and the prompt ar
   final "\\r") line breaks turned into "\\n", nothing else changed.
 - Generation stops at "[DONE]" or at the start of a new task (the model skipped [DONE]), at most
   512 new tokens (both NOT STATED; the longest canonical solution is 469 LLaMA tokens). The
-  header is 637 tokens and most prompts stay under 1,200; two do not fit 2,048 - 512 tokens
-  (task 462: 1,568; task 493: 4,389, its asserts hold long lists) and the engine cuts them from
-  the left, dropping shots.
+  header is 637 tokens and most prompts stay under 1,200. Two do not fit 2,048 - 512 tokens
+  with 3 shots; they drop whole shots from the end, Hendrycks-style (Task.fit_shots): task 462
+  keeps 2 (1,284 tokens); task 493 keeps none and, at 3,753 tokens on its own (its asserts hold
+  long lists), is still cut from the left by the engine, its last resort (counted in run.json
+  and in the samples file's `truncated_requests`).
 - Sampling, as for HumanEval (humaneval.py): pass@1 from samples at temperature 0.1, pass@80
   from samples at 0.8, with the unbiased estimator (metrics.pass_at_k). NOT STATED, so defaults
   and options:
@@ -57,7 +59,7 @@ from .. import execution
 from ..errors import UserError
 from . import code, data
 from .base import Doc, DocScore, GenerationTask, Settings
-from .nq_open import string_list
+from .data import string_list
 
 RELEASE_FILE = "mbpp/mbpp.jsonl"
 TEST_IDS = range(11, 511)  # the release README's test split

@@ -18,10 +18,14 @@ Other, Average) and the per-subject Table 16; protocol in ../shared/reference/PR
       then           "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"
   and the choices " A", " B", " C", " D" (letters scored, not answer texts; NOT STATED either).
 - Scoring: raw log-likelihood of the letter.
-- Window: with LLaMA-1's 2,048 tokens, 524 five-shot prompts do not fit (high_school_us_history
-  204, high_school_european_history 165, professional_law 153, high_school_world_history 2);
-  the engine cuts them from the left, as for any task (counted in run.json, and per document
-  as `truncated_requests` in the samples file). How the paper handled them is NOT STATED.
+- Window: with LLaMA-1's 2,048 tokens, 522 five-shot prompts do not fit (high_school_us_history,
+  high_school_european_history, professional_law, high_school_world_history). As Hendrycks'
+  evaluation code does, k is lowered until the prompt fits (Task.fit_shots with `fixed_shots`:
+  the subject's first k dev questions), so no prompt loses its header or is cut mid-example;
+  run.json counts the documents with fewer shots and the samples file gives `shots_dropped`.
+  How the paper handled them is NOT STATED. Measured on the real files (benchmarks/README.md):
+  the scorer then runs 1,542,528 tokens for all of MMLU instead of 2,274,626, since the shortened
+  prompts share their subject's header again.
 - Aggregation: per-subject accuracy (group = subject), per-category and overall averages
   weighted by question count, with anatomy counted under "Other" (Table 16 prints it under
   STEM, but only "Other" reproduces the paper's averages); see `mmlu_averages`.
@@ -80,6 +84,7 @@ class MMLU(MultipleChoiceTask):
     few_shot_pool = "each subject's 5 dev questions, in file order"
     scoring = "raw"
     limit_group = "subject"  # --limit N takes N questions of every subject, so every category is covered
+    fixed_shots = True  # the subject's first k dev questions; fit_shots lowers k (Hendrycks' rule)
 
     def load(self, data_dir: Path | None) -> list[Doc]:
         return self.from_release(Path(data_dir), "test") if data_dir is not None else self._from_hf("test")

@@ -36,7 +36,7 @@ class OpenBookQA(MultipleChoiceTask):
     release_files = ("openbookqa/Main/test.jsonl",)
     scoring = "calibrated"
     calibration_option = "openbookqa_calibration_context"
-    options = {calibration_option: calibration_context("openbookqa")}
+    options = {**MultipleChoiceTask.options, calibration_option: calibration_context("openbookqa")}
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, "openbookqa/Main/test.jsonl")

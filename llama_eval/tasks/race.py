@@ -18,22 +18,31 @@ in ../shared/reference/PROTOCOL.md, "Table 6". The paper says only that it follo
   Document id: "<article id>#<question number from 0>", e.g. "middle999.txt#4". Documents are
   ordered by article id, then question number, whatever order the source lists them in.
 - Shots: 0.
-- Prompt (NOT STATED; the GPT-3-style layout of the harness, one question at a time):
-      "Article: {article}\\n\\nQuestion: {question}\\nAnswer:"  +  " {option}" for each option
-  Article, question and options are used verbatim. About half the questions are cloze-style:
-  the question holds a blank "_" ("_ likes fruit for breakfast."). They use the same template
-  with the blank left in place, and the option is scored after "Answer:" rather than written
-  into the blank, so that all four options still share one context. All questions of an
-  article share the "Article: ..." prefix, which the engine's prefix trie runs once. The longest
-  prompt is 1,203 LLaMA tokens (RACE-high; 624 for middle), so nothing is cut to fit 2,048.
+- Prompt, option `race_layout`:
+    gpt3     (default) GPT-3's layout for RACE (Brown et al. 2020, appendix figures G.1 and G.3):
+             the article, then the article's earlier questions each with its correct answer,
+             then the question with its answer slot:
+                 "Article: {article}\\n\\n" + "Q: {earlier q}\\nA: {its answer}\\n\\n" ... +
+                 "Q: {question}\\nA:"  +  " {option}" for each option
+             (the figures' line breaks are lost in the paper's text; this whitespace is ours).
+    harness  one question at a time, as the harness lays it out:
+                 "Article: {article}\\n\\nQuestion: {question}\\nAnswer:"  +  " {option}"
+  Article, questions and options are used verbatim. About half the questions are cloze-style
+  ("_ likes fruit for breakfast."); as in GPT-3's figures the blank stays in the question and
+  the option is scored in the answer slot. Questions of one article share its prefix, which the
+  engine's prefix trie runs once. The longest prompt fits the 2,048-token window.
 - Scoring, option `race_scoring` (shared by race_middle and race_high):
-    chars       (default) log-likelihood per character of the option: the paper's general
-                rule, since RACE is not among the tasks the paper names as calibrated (BoolQ, OBQA).
-    calibrated  GPT-3's rule for RACE (its §2.4): log P(option | prompt) - log P(option | bare),
-                the bare context from option `race_calibration_context` (default "Answer:";
-                GPT-3 wrote "Answer: " or "A: ").
-  Whether LLaMA calibrated RACE is NOT STATED. Per-document metrics: acc (the rule chosen),
-  acc_raw, acc_chars, and acc_calibrated when race_scoring=calibrated.
+    calibrated  (default) GPT-3's rule for RACE (its section 2.4 and the captions of figures G.1
+                and G.3, "we normalize by the unconditional probability of each answer"):
+                log P(option | prompt) - log P(option | bare), the bare context from option
+                `race_calibration_context` (default "A:", the answer slot of this layout; GPT-3
+                names "Answer: " or "A: ").
+    chars       log-likelihood per character of the option, the paper's general rule.
+  Why calibrated by default: the paper's general rule names BoolQ and OBQA as its calibrated
+  exceptions, but for RACE it says only "we follow the evaluation setup from Brown et al.
+  (2020)", and that setup calibrates RACE. The RACE-specific sentence is read as the rule for
+  RACE. Both are cheap, so every run reports both: acc (the rule chosen), acc_chars and
+  acc_calibrated (summary.csv has a row for each), and acc_raw.
 """
 
 from __future__ import annotations
@@ -48,12 +57,16 @@ from typing import Any, ClassVar
 from ..errors import UserError
 from . import data
 from .base import Doc, MultipleChoiceTask, Settings
-from .options import Option, calibration_context
+from .options import Option
 
 RELEASE_PATH = "race/RACE_test.tar.gz"
 LETTERS = ("A", "B", "C", "D")
-RACE_SCORING = Option("chars", "chars: log-likelihood per character (the paper's general rule); "
-                     "calibrated: GPT-3's rule for RACE", choices=("chars", "calibrated"))
+RACE_SCORING = Option("calibrated", "calibrated: GPT-3's rule for RACE (the paper follows Brown et al. for RACE); "
+                     "chars: log-likelihood per character (the paper's general rule)", choices=("calibrated", "chars"))
+RACE_LAYOUT = Option("gpt3", "gpt3: article, its earlier questions with answers, 'Q: {question}\\nA:' (GPT-3's "
+                     "figures); harness: 'Article: ...\\n\\nQuestion: {question}\\nAnswer:'", choices=("gpt3", "harness"))
+RACE_CALIBRATION = Option("A:", "the bare context RACE's calibration scores each answer after "
+                          "(log P(answer | prompt) - log P(answer | this))")
 
 
 def read_articles(path: Path, level: str) -> list[tuple[str, dict[str, Any]]]:
@@ -139,6 +152,17 @@ def reading_order(doc: Doc) -> tuple[str, int]:
     return article_id, int(number)
 
 
+def in_reading_order(docs: list[Doc]) -> list[Doc]:
+    """The documents sorted by article and question, each with "earlier": the (question, correct
+    option) pairs before it in its article, which GPT-3's layout shows."""
+    docs = sorted(docs, key=reading_order)
+    for i, doc in enumerate(docs):
+        before = docs[i - 1] if i else None
+        same = before is not None and reading_order(before)[0] == reading_order(doc)[0]
+        doc["earlier"] = [*before["earlier"], (before["question"], before["options"][before["gold"]])] if same else []
+    return docs
+
+
 class RACEMiddle(MultipleChoiceTask):
     """RACE-middle. `load` is overridden: a hub row's question number depends on the rows before it."""
 
@@ -148,11 +172,12 @@ class RACEMiddle(MultipleChoiceTask):
     paper_shots = (0,)
     headline_metric = "acc"
     hf_dataset = ("ehovy/race", "middle", "test")
-    scoring = "chars"  # the default of option race_scoring
+    scoring = "calibrated"  # the default of option race_scoring
     release_files = (RELEASE_PATH,)
     # Both levels share one protocol, so they share its options.
     calibration_option = "race_calibration_context"
-    options = {"race_scoring": RACE_SCORING, calibration_option: calibration_context("RACE")}
+    options = {**MultipleChoiceTask.options, "race_scoring": RACE_SCORING, "race_layout": RACE_LAYOUT,
+               calibration_option: RACE_CALIBRATION}
     level: ClassVar[str] = "middle"
 
     def load(self, data_dir: Path | None) -> list[Doc]:
@@ -165,17 +190,23 @@ class RACEMiddle(MultipleChoiceTask):
             article_id = data.field(row, "example_id", source, i + 1)
             docs.append(hub_doc(row, seen[article_id], self.level, source, i + 1))
             seen[article_id] += 1
-        return sorted(docs, key=reading_order)
+        return in_reading_order(docs)
 
     def from_release(self, data_dir: Path) -> list[Doc]:
         path = data.release_file(data_dir, RELEASE_PATH)
         docs = []
         for member, article in read_articles(path, self.level):
             docs += release_docs(article, member, self.level, f"{path}, member {member}")
-        return sorted(docs, key=reading_order)
+        return in_reading_order(docs)
 
-    def context(self, doc: Doc, shots: list[Doc]) -> str:
-        return f"Article: {doc['article']}\n\nQuestion: {doc['question']}\nAnswer:"
+    def context(self, doc: Doc, shots: list[Doc], layout: str = "gpt3") -> str:
+        if layout == "harness":
+            return f"Article: {doc['article']}\n\nQuestion: {doc['question']}\nAnswer:"
+        earlier = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in doc.get("earlier", []))
+        return f"Article: {doc['article']}\n\n{earlier}Q: {doc['question']}\nA:"
+
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings):
+        return self.choice_requests(self.context(doc, shots, self.option(settings, "race_layout")), doc, settings)
 
     def choices(self, doc: Doc) -> list[str]:
         return [" " + option for option in doc["options"]]

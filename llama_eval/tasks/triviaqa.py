@@ -1,23 +1,24 @@
 """TriviaQA: closed-book trivia questions (Joshi et al. 2017).
 
 Reproduces Table 5 of the LLaMA paper (exact match at 0, 1, 5 and 64 shots); protocol in
-../shared/reference/PROTOCOL.md, "Table 4 ... and Table 5". Prompt, options, decoding and
-scoring are NaturalQuestions' (nq_open.py): "Answer these questions:\\n" + "Q: {q}\\nA: {a}\\n"
-per shot + "Q: {q}\\nA:", greedy, cut at the first line break, final dot or comma, exact match
-against every alias, the qa_* options and the character budget for 64 shots.
+../shared/reference/PROTOCOL.md, "Table 4 ... and Table 5". Prompt, options, fitting 64 shots
+into the window, decoding and grading are the closed-book QA protocol shared with
+NaturalQuestions (qa.py, `CLOSED_BOOK_QA`), with exact match against every alias.
 
-- Dataset: the paper used the dev set of the *filtered* TriviaQA; which file exactly is NOT
-  STATED. Two sources, and `source_description` (set by load(), written to run.json) says
-  which one a run used:
-    hub (no --data-dir): `mandarjoshi/trivia_qa` `rc.nocontext` `validation` (17,944), the
-      filtered dev set as the harness reads the paper ({"question", "answer": {"aliases",
+- Dataset: the paper evaluates "on the dev set of the filtered set"; which file exactly is NOT
+  STATED. Two sources; the data source's `variant` field (run.json; Table 5 marks
+  "unfiltered") says which one a run used:
+    hub (no --data-dir, variant "filtered", the default): `mandarjoshi/trivia_qa`
+      `rc.nocontext` `validation` (17,944): the questions of the filtered (reading-comprehension)
+      dev set without their evidence documents, as the harness reads the paper ({"question", "answer": {"aliases",
       "value", ...}}).
-    --data-dir: `triviaqa/topics.dpr.trivia.test.txt`, DPR's open-domain test split (11,313),
+    --data-dir (variant "unfiltered"): `triviaqa/topics.dpr.trivia.test.txt`, DPR's open-domain
+      test split (11,313),
       which is the official *unfiltered* dev set: the filtered one is not in ../shared/data, so
       these numbers are close to, but not, the paper's set.
   Gold answers: every alias (the hub's `aliases` plus its `value`). Document id: "tqa-" + the
   first 12 hex digits of the question's sha1.
-- DPR files CSV-quote some questions twice; they are decoded (nq_open.undo_double_quoting).
+- DPR files CSV-quote some questions twice; they are decoded (data.undo_double_quoting).
 - Shots: drawn per document. Pool: hub `rc.nocontext` train; release
   `triviaqa/topics.dpr.trivia.dev.txt` (8,837, held out of the unfiltered train set). A shot
   shows the hub's canonical `value`; DPR files list aliases in no order (the first may be
@@ -31,9 +32,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..metrics import normalize_answer
+from ..requests import Request
 from . import data
-from .base import Doc
-from .nq_open import NaturalQuestions, qa_doc, read_dpr, string_list, unique_ids
+from .base import Doc, DocScore, GenerationTask, Settings
+from .data import read_dpr, string_list, unique_ids
+from .qa import CLOSED_BOOK_QA, QAFormat, qa_doc, qa_prompt
 
 
 def shot_answer(aliases: Sequence[str]) -> str:
@@ -45,12 +48,18 @@ def shot_answer(aliases: Sequence[str]) -> str:
     return aliases[max(range(len(aliases)), key=lambda i: (support[i], -len(aliases[i]), -i))]
 
 
-class TriviaQA(NaturalQuestions):
-    """NaturalQuestions' prompt, decoding and grading; only the data differs."""
+class TriviaQA(GenerationTask):
+    """The closed-book QA protocol (qa.py) on TriviaQA's data."""
 
     name = "triviaqa"
     paper_name = "TriviaQA"
     paper_table = 5
+    paper_shots = (0, 1, 5, 64)
+    headline_metric = "exact_match"
+    protocol = CLOSED_BOOK_QA
+    until = protocol.until
+    max_new_tokens = protocol.max_new_tokens
+    options = protocol.options
     hf_dataset = ("mandarjoshi/trivia_qa", "rc.nocontext", "validation")
     few_shot_pool = "DPR trivia-dev (triviaqa/topics.dpr.trivia.dev.txt), or rc.nocontext train on the hub"
     release_files = ("triviaqa/topics.dpr.trivia.test.txt",)
@@ -89,3 +98,13 @@ class TriviaQA(NaturalQuestions):
         golds = aliases if value in aliases else [*aliases, value]
         return qa_doc("tqa", data.field(row, "question", source, lineno), golds, value)
 
+
+    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        """The prompt with the default options; `requests` applies the run's options."""
+        return qa_prompt(doc, shots, QAFormat())
+
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
+        return self.protocol.requests(self, doc, shots, settings)
+
+    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
+        return self.protocol.grade(self, doc, completions, settings)

@@ -1,9 +1,10 @@
 """What the quantitative-reasoning tasks (GSM8K, MATH) share: one greedy answer per problem
 (the paper's plain column) and maj1@k, the majority answer of k samples (Wang et al. 2022).
 
-k = --samples (each task's default is the paper's k; 0 skips sampling). The temperature is
-TEMPERATURE unless --temperature is given, top-p the option <task>_top_p (default 1.0): the
-paper states neither ("same setup as Minerva").
+k = --samples (each task's default is the paper's k; 0 skips sampling). The paper says "same
+setup as Minerva", and Minerva (Lewkowycz et al. 2022) samples at temperature 0.6 with nucleus
+top-p 0.95: TEMPERATURE unless --temperature is given, top-p the option <task>_top_p (default
+TOP_P).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from ..metrics import majority_vote
 from .base import Doc, DocScore, Settings, Task
 from .options import Option, number_in
 
-TEMPERATURE = 0.6  # Minerva's sampling temperature; NOT STATED for LLaMA
+TEMPERATURE = 0.6  # Minerva's sampling temperature
+TOP_P = "0.95"  # Minerva's nucleus sampling
 
 
 def voting_options(task: str) -> dict[str, Option]:
-    return {f"{task}_top_p": Option("1.0", "nucleus top-p of the maj1@k samples", parse=number_in(0.0, 1.0))}
+    return {f"{task}_top_p": Option(TOP_P, "nucleus top-p of the maj1@k samples (Minerva's 0.95)", parse=number_in(0.0, 1.0))}
 
 
 def sample_count(settings: Settings, default: int) -> int:
