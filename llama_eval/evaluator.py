@@ -124,9 +124,10 @@ def plan(config: RunConfig, settings: Settings, window: int | None = None) -> li
     return runs
 
 
-def fit_to_window(runs: list[TaskRun], settings: Settings) -> None:
+def fit_to_window(runs: list[TaskRun], settings: Settings, max_new_tokens: int | None, window: int) -> None:
     """Where a document's requests do not fit the model's window (settings.fits), let its task
-    drop whole shots (Task.fit_shots) and rebuild its requests; shots_used records what is left."""
+    drop whole shots (Task.fit_shots) and rebuild its requests (generation limits fitted as in
+    `plan`); shots_used records what is left."""
     assert settings.fits is not None
     for run in runs:
         for i, (doc, shots) in enumerate(zip(run.docs, run.shot_docs)):
@@ -134,7 +135,8 @@ def fit_to_window(runs: list[TaskRun], settings: Settings) -> None:
                 continue
             kept = run.task.fit_shots(doc, shots, settings)
             run.shot_docs[i], run.shots_used[i] = kept, len(kept)
-            run.requests[i] = run.task.requests(doc, kept, settings)
+            rebuilt = run.task.requests(doc, kept, settings)
+            run.requests[i] = fit_generation(run.task.name, [rebuilt], max_new_tokens, window, warn=False)[0]
 
 
 def limit_documents(docs: list[Doc], limit: int, group: str) -> list[Doc]:
@@ -155,7 +157,7 @@ def limit_documents(docs: list[Doc], limit: int, group: str) -> list[Doc]:
 
 
 def fit_generation(task: str, reqs: list[list[Request]], max_new_tokens: int | None,
-                   window: int | None) -> list[list[Request]]:
+                   window: int | None, warn: bool = True) -> list[list[Request]]:
     """Generation requests with `max_new_tokens` (--max-new-tokens) or, without it, the task's
     own limit clamped to half the window (so half is left for the prompt), with a warning."""
     if max_new_tokens is not None and (max_new_tokens < 1 or (window is not None and max_new_tokens >= window)):
@@ -175,7 +177,7 @@ def fit_generation(task: str, reqs: list[list[Request]], max_new_tokens: int | N
                     r = dataclasses.replace(r, max_new_tokens=limit)
             fitted.append(r)
         out.append(fitted)
-    if clamped:
+    if clamped and warn:
         warnings.warn(f"{task}: max new tokens {', '.join(map(str, sorted(clamped)))} clamped to {window // 2} "
                       f"to fit the model's {window}-token window with room for the prompt "
                       "(--max-new-tokens N sets it)")
@@ -289,16 +291,16 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
 
     main_rank = dist is None or dist.is_main
     reporter = Reporter(bar=config.progress, quiet=not main_rank)
+    settings = settings_of(config)
+    if config.show_prompts is not None:
+        # Without the model (nor its window): every shot asked for is shown.
+        if main_rank:
+            print(transcripts.show_prompts(plan(config, settings), config.show_prompts))
+        return None
     facts = None
     if load is None:  # the model's config and tokenizer only: a wrong name fails before any data is read
         facts = resolve_model(config.model, config.tokenizer, dist.device if dist else config.device, config.dtype,
                               config.max_len)
-    settings = settings_of(config)
-    if config.show_prompts is not None:
-        # Before the model (and its window) is known: every shot asked for is shown.
-        if main_rank:
-            print(transcripts.show_prompts(plan(config, settings), config.show_prompts))
-        return None
     tasks, _ = check_tasks(config, settings)
     if facts is not None:
         reporter.say(model_line(facts))
@@ -318,8 +320,9 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         loaded = (load or load_checkpoint)(config.model, **kw)
     reporter.say(f"weights loaded in {time.monotonic() - started_loading:.1f} s")
     # Only now is the window known: documents whose prompts are too long drop whole shots.
-    settings = dataclasses.replace(settings, fits=WindowFit(loaded.tokenizer, loaded.model.args.max_seq_len))
-    fit_to_window(runs, settings)
+    window = loaded.model.args.max_seq_len
+    settings = dataclasses.replace(settings, fits=WindowFit(loaded.tokenizer, window))
+    fit_to_window(runs, settings, config.max_new_tokens, window)
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
     # Scoring first, then generation: tasks that only score are written before generation starts.

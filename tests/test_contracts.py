@@ -36,10 +36,10 @@ def test_an_option_of_a_task_not_selected_is_refused():
 
 @pytest.mark.parametrize("name, value, message", [
     ("qa_separator", "blnk", "must be one of none, blank"),
-    ("qa_char_budget", "-3", "must be a positive whole number"),
+    ("qa_cut", "first", "must be one of final, clause"),
     ("humaneval_k", "10,100", "give positive whole numbers separated by commas, including 1"),
     ("humaneval_top_p", "1.5", r"must be a number in \(0, 1\]"),
-    ("race_scoring", "raw", "must be one of chars, calibrated"),
+    ("race_scoring", "raw", "must be one of calibrated, chars"),
 ])
 def test_bad_option_values_are_refused_before_anything_runs(name, value, message):
     tasks = [registry.get_task(n) for n in ("nq_open", "humaneval", "race_high")]
@@ -147,5 +147,5 @@ def test_run_json_records_typed_sources_and_the_engine_version(tmp_path):
 def test_tasks_command_describes_a_task_and_its_options(capsys):
     assert main(["tasks", "race_middle"]) == 0
     out = capsys.readouterr().out
-    assert "RACE-middle" in out and "--option race_scoring='chars' (chars | calibrated)" in out
+    assert "RACE-middle" in out and "--option race_scoring='calibrated' (calibrated | chars)" in out
     assert "race_calibration_context" in out

@@ -46,7 +46,7 @@ def test_prompts_files_hold_every_request_and_answer(tmp_path):
     assert greedy["prompt"].startswith("Question: ") and greedy["prompt"].endswith("\nAnswer:")
     assert len(greedy["completions"]) == 1 and len(sampled["completions"]) == 2 and sampled["temperature"] == 0.6
     run = json.loads((out / "run.json").read_text())
-    assert run["datasets"]["gsm8k@8"]["documents_with_fewer_shots"] == 0
+    assert run["datasets"]["gsm8k@8"]["shots_dropped_documents"] == 0
 
 
 def test_show_prompts_prints_and_stops_before_loading_the_model(tmp_path, capsys):
