@@ -143,10 +143,52 @@ def test_is_greedy_exactly_when_every_token_is_the_argmax(tiny_model_and_tokeniz
     assert best.logprob > changed.logprob
 
 
+def brute_force_trie(seqs):
+    """(token, parent, depth, end) lists by inserting sorted sequences into a dict trie, then
+    numbering nodes in preorder by a recursive walk."""
+    children: dict = {}
+    for seq in seqs:
+        level = children
+        for t in seq:
+            level = level.setdefault(t, {})
+    out = []
+
+    def walk(level, parent, depth):
+        for t in sorted(level):
+            me = len(out)
+            out.append([t, parent, depth, None])
+            walk(level[t], me, depth + 1)
+            out[me][3] = len(out)
+
+    walk(children, -1, 0)
+    return [list(col) for col in zip(*out)]
+
+
+def test_trie_equals_brute_force_on_random_sequences():
+    import random
+
+    rng = random.Random(0)
+    for trial in range(30):
+        seqs = [[rng.randrange(3) for _ in range(rng.randint(1, 7))] for _ in range(rng.randint(1, 25))]
+        seqs += [list(s) for s in rng.sample(seqs, k=min(3, len(seqs)))]  # repeats
+        trie, last = build_trie(seqs)
+        token, parent, depth, end = brute_force_trie(seqs)
+        assert [trie.token.tolist(), trie.parent.tolist(), trie.depth.tolist(), trie.end.tolist()] == \
+            [token, parent, depth, end]
+        for seq, v in zip(seqs, last.tolist()):  # the path to each sequence's last node spells it
+            path = []
+            while v >= 0:
+                path.append(int(trie.token[v]))
+                v = int(trie.parent[v])
+            assert path[::-1] == seq
+        unshared, _ = build_trie(seqs, share=False)
+        assert len(unshared.token) == sum(map(len, seqs))
+
+
 def test_trie_preorder_ranges():
     trie, last = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3]])
     assert trie.token.tolist() == [1, 2, 3, 4, 5]
     assert trie.parent.tolist() == [-1, 0, 1, 1, 0]
     assert trie.end.tolist() == [5, 4, 3, 4, 5]
-    assert last == [2, 3, 4, 2]
+    assert last.tolist() == [2, 3, 4, 2]
     assert trie.has_child.tolist() == [True, True, False, False, False]

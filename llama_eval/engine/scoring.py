@@ -26,11 +26,13 @@ How the trie is run:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..model.tokenizer import common_prefix
 from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
 LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
@@ -72,45 +74,59 @@ class _Trie:
     has_child: np.ndarray
 
 
-def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, list[int]]:
+def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, np.ndarray]:
     """A trie over `seqs`; returns it and, per sequence, the node of its last token.
 
     With share=False every sequence gets its own nodes (the engine without prefix sharing,
-    used to check that sharing changes nothing).
+    used to check that sharing changes nothing). Python loops run per sequence, never per
+    node: sorted sequence j adds the nodes of its tokens past its common prefix with j - 1,
+    a contiguous run of preorder ids.
     """
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i]) if share else list(range(len(seqs)))
-    tokens: list[int] = []
-    parents: list[int] = []
-    depths: list[int] = []
-    last_node = [0] * len(seqs)
-    path: list[int] = []  # node ids along the previous sequence
-    prev = np.zeros(0, dtype=np.int64)
-    for i in order:
-        cur = np.asarray(seqs[i], dtype=np.int64)
-        common = 0
-        if share:
-            n = min(len(prev), len(cur))
-            diff = np.flatnonzero(prev[:n] != cur[:n])
-            common = int(diff[0]) if len(diff) else n
-        del path[common:]
-        for d in range(common, len(cur)):
-            parents.append(path[-1] if path else -1)
-            path.append(len(tokens))
-            tokens.append(int(cur[d]))
-            depths.append(d)
-        last_node[i] = path[-1]
-        prev = cur
-    parent = np.asarray(parents, dtype=np.int64)
-    end = np.arange(1, len(tokens) + 1, dtype=np.int64)
-    # Children come after their parent in preorder, so one backward sweep settles `end`.
-    for v in range(len(tokens) - 1, -1, -1):
-        p = parents[v]
-        if p >= 0 and end[v] > end[p]:
-            end[p] = end[v]
-    has_child = np.zeros(len(tokens), dtype=bool)
+    n = len(seqs)
+    order = sorted(range(n), key=seqs.__getitem__) if share else range(n)
+    ordered = [seqs[i] for i in order]
+    length = np.fromiter(map(len, ordered), dtype=np.int64, count=n)
+    common = np.zeros(n, dtype=np.int64)
+    if share and n > 1:
+        common[1:] = [common_prefix(a, b) for a, b in zip(ordered, ordered[1:])]
+    count = length - common  # new nodes per sorted sequence; 0 for a repeat of the one before
+    first = np.cumsum(count) - count  # id of each sequence's first new node
+    total = int(count.sum())
+    token = np.fromiter(chain.from_iterable(seq[c:] for seq, c in zip(ordered, common.tolist())),
+                        dtype=np.int64, count=total)
+    seg = np.repeat(np.arange(n), count)  # the sorted sequence that added each node
+    depth = np.arange(total) - first[seg] + common[seg]
+    parent = np.arange(-1, total - 1, dtype=np.int64)  # within a run, the node before
+    # A run's first node hangs at depth common-1 of the path it shares: the one of the latest
+    # earlier sequence whose own run starts above that depth (a strictly smaller `common`).
+    owner = np.full(n, -1, dtype=np.int64)
+    stack: list[int] = []
+    for j, c in enumerate(common.tolist()):
+        while stack and common[stack[-1]] >= c:
+            stack.pop()
+        owner[j] = stack[-1] if stack else -1
+        stack.append(j)
+    runs = np.flatnonzero(count > 0)
+    o = owner[runs]
+    parent[first[runs]] = np.where(common[runs] > 0, first[np.maximum(o, 0)] + common[runs] - 1 - common[np.maximum(o, 0)], -1)
+    # A subtree is contiguous in preorder and ends where its last child's ends: settle `end`
+    # one depth level at a time, deepest first (children of one parent are adjacent in a level).
+    end = np.arange(1, total + 1, dtype=np.int64)
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max(initial=0)) + 2))
+    for d in range(len(bounds) - 2, 0, -1):
+        nodes = by_depth[bounds[d] : bounds[d + 1]]
+        par = parent[nodes]
+        last = np.append(par[1:] != par[:-1], True)
+        end[par[last]] = end[nodes[last]]
+    has_child = np.zeros(total, dtype=bool)
     has_child[parent[parent >= 0]] = True
-    trie = _Trie(np.asarray(tokens, dtype=np.int64), parent, np.asarray(depths, dtype=np.int64), end, has_child)
-    return trie, last_node
+    # A repeated sequence ends where the latest sequence with nodes of its own ends.
+    latest = np.maximum.accumulate(np.where(count > 0, np.arange(n), 0))
+    last_sorted = first[latest] + count[latest] - 1
+    last_node = np.empty(n, dtype=np.int64)
+    last_node[np.fromiter(order, dtype=np.int64, count=n)] = last_sorted
+    return _Trie(token, parent, depth, end, has_child), last_node
 
 
 class Scorer:
@@ -161,16 +177,18 @@ class Scorer:
             return
         trie, last = build_trie([seqs[i] for i in live], self.share_prefixes)
 
-        # Scored targets: the last n_cont nodes of each request's path, read at their parent.
-        target_node, target_req = [], []
-        for j, i in enumerate(live):
-            v = last[j]
-            for _ in range(n_cont[i]):
-                target_node.append(v)
-                target_req.append(i)
-                v = int(trie.parent[v])
-        tnode = np.asarray(target_node, dtype=np.int64)
-        treq = np.asarray(target_req, dtype=np.int64)
+        # Scored targets: the last n_cont nodes of each request's path, read at their parent;
+        # walked up one level at a time for all requests together.
+        req_ids = np.asarray(live, dtype=np.int64)
+        left = np.asarray([n_cont[i] for i in live], dtype=np.int64)
+        node, nodes, reqs = last, [], []
+        while len(node):
+            nodes.append(node)
+            reqs.append(req_ids)
+            left = left - 1
+            more = left > 0
+            node, req_ids, left = trie.parent[node[more]], req_ids[more], left[more]
+        tnode, treq = np.concatenate(nodes), np.concatenate(reqs)
         tparent = trie.parent[tnode]
         by_parent = np.argsort(tparent, kind="stable")
         tnode, treq, tparent = tnode[by_parent], treq[by_parent], tparent[by_parent]
