@@ -44,18 +44,16 @@ import queue as queue_mod
 import random
 import resource
 import time
-from dataclasses import replace
 
 import torch
 
 import workloads  # beside this script, which Python puts first on the import path
 
 from llama_eval.engine.generation import Generator
-from llama_eval.model.llama import PRESETS, build, init_random
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
-SIZES = ["tiny", *workloads.SIZES]
+SIZES = list(workloads.SIZES)
 
 # Workload shapes per scale: CPU keeps the whole run under a minute; GPU is the real shape.
 SHAPES = {
@@ -94,12 +92,6 @@ def nq_like(shape: dict, seed: int = 1) -> list[GenerationRequest]:
 def short_prompts(batch: int, new_tokens: int) -> list[GenerationRequest]:
     return [GenerationRequest(f"Question: who is the king of the river number {i}?\nAnswer:", max_new_tokens=new_tokens)
             for i in range(batch)]
-
-
-def random_model(size: str, vocab: int, device: str, dtype: torch.dtype):
-    if size == "tiny":
-        return init_random(build(replace(PRESETS["tiny"], vocab_size=vocab), device), seed=0).to(dtype)
-    return workloads.random_model(size, vocab, device, dtype)
 
 
 def _sync(device: str) -> None:
@@ -190,7 +182,7 @@ def load_model(args, device: str, dtype: torch.dtype):
         model, _ = load(args.model, device=device, tokenizer=args.tokenizer)
         return model.to(dtype)
     tok = Tokenizer(args.tokenizer)
-    return random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
+    return workloads.random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
 
 
 def run_side(args, side: str) -> dict:
