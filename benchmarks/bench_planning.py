@@ -16,10 +16,14 @@ import resource
 import time
 
 from llama_eval.config import RunConfig
+from llama_eval.engine import scoring
 from llama_eval.engine.scoring import build_trie
 from llama_eval.evaluator import plan, settings_of
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import LoglikelihoodRequest
+
+
+_key = getattr(scoring, "_key", None)
 
 
 def peak_mb() -> float:
@@ -53,6 +57,8 @@ def main() -> None:
                       "peak_rss_mb": peak_mb()}), flush=True)
 
     t = time.perf_counter()
+    # the scorer's form of the sequences where this checkout has it (compact byte keys)
+    seqs = [_key(x) for x in seqs] if _key else seqs
     trie, _ = build_trie(seqs)
     s = time.perf_counter() - t
     total += s

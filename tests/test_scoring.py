@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,35 @@ def test_trie_preorder_ranges():
     assert trie.end.tolist() == [5, 4, 3, 4, 5]
     assert last.tolist() == [2, 3, 4, 2]
     assert trie.has_child.tolist() == [True, True, False, False, False]
+
+
+@pytest.mark.slow  # PyTorch's eager FlexAttention on the CPU: about a minute here
+def test_flex_block_mask_equals_dense_mask(tiny_model_and_tokenizer):
+    """FlexAttention (PyTorch's eager reference on the CPU) with the tree block mask gives the
+    dense masked SDPA's scores; truncated requests (rooted at a token other than BOS) included."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    model, tok = tiny_model_and_tokenizer
+    reqs = REQUESTS + [R("The quick brown fox jumps over the lazy dog. " * 6, " Paris")]
+    dense = Scorer(model, tok, batch_tokens=96, max_len=48, flex=False).loglikelihood(reqs)
+    scorer = Scorer(model, tok, batch_tokens=96, max_len=48, flex=True)
+    flex = scorer.loglikelihood(reqs)
+    assert scorer.stats.truncated >= 1 and scorer.stats.forwards > 1
+    for d, f in zip(dense, flex):
+        assert f.logprob == pytest.approx(d.logprob, abs=1e-5)
+        assert (f.is_greedy, f.truncated) == (d.is_greedy, d.truncated)
+
+
+def test_tree_block_mask_blocks_follow_the_dense_mask():
+    """The block mask's dense form is the ancestor rule, padding rows and keys masked."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from llama_eval.engine.scoring import tree_block_mask
+
+    trie, _ = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [7, 8]])
+    queries = np.concatenate([np.arange(len(trie.token)), [-2, -2]])
+    keys = np.arange(len(trie.token))
+    block = tree_block_mask(queries, keys, trie.end[keys], 256, "cpu")
+    dense = Scorer._tree_mask(queries, keys, trie.end[keys], 256, "cpu")[0, 0]
+    # mask_mod evaluated everywhere (to_dense gives block granularity only)
+    q, k = torch.meshgrid(torch.arange(len(queries)), torch.arange(256), indexing="ij")
+    assert torch.equal(block.mask_mod(0, 0, q, k), dense)
+    assert not dense[-2:].any()

@@ -25,8 +25,9 @@ How the trie is run:
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass
-from itertools import chain
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -37,10 +38,20 @@ from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
 LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
 KEY_ALIGN = 16  # attention spans a multiple of this many cache slots: fused kernels want aligned masks
+FLEX_KEY_BUCKET = 1024  # with FlexAttention, key lengths are padded to a multiple of this (few shapes to compile)
+FLEX_BLOCK = 128  # FlexAttention's block size; query lengths are padded to a multiple of it
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def default_batch_tokens(args) -> int:
@@ -75,7 +86,8 @@ class _Trie:
 
 
 def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, np.ndarray]:
-    """A trie over `seqs`; returns it and, per sequence, the node of its last token.
+    """A trie over `seqs` (token lists, or their `_key` bytes); returns it and, per sequence,
+    the node of its last token.
 
     With share=False every sequence gets its own nodes (the engine without prefix sharing,
     used to check that sharing changes nothing). Python loops run per sequence, never per
@@ -83,17 +95,21 @@ def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie
     a contiguous run of preorder ids.
     """
     n = len(seqs)
-    order = sorted(range(n), key=seqs.__getitem__) if share else range(n)
-    ordered = [seqs[i] for i in order]
-    length = np.fromiter(map(len, ordered), dtype=np.int64, count=n)
+    # Each sequence as big-endian int32 bytes: byte order is token order, so sorting and common
+    # prefixes run as memcmp instead of comparing Python ints one by one.
+    keys = [_key(seq) for seq in seqs]
+    order = sorted(range(n), key=keys.__getitem__) if share else range(n)
+    ordered = [keys[i] for i in order]
+    del keys
+    length = np.fromiter(map(len, ordered), dtype=np.int64, count=n) // 4
     common = np.zeros(n, dtype=np.int64)
     if share and n > 1:
-        common[1:] = [common_prefix(a, b) for a, b in zip(ordered, ordered[1:])]
+        common[1:] = [common_prefix(a, b) // 4 for a, b in zip(ordered, ordered[1:])]
     count = length - common  # new nodes per sorted sequence; 0 for a repeat of the one before
     first = np.cumsum(count) - count  # id of each sequence's first new node
     total = int(count.sum())
-    token = np.fromiter(chain.from_iterable(seq[c:] for seq, c in zip(ordered, common.tolist())),
-                        dtype=np.int64, count=total)
+    token = np.frombuffer(b"".join(k[4 * c :] for k, c in zip(ordered, common.tolist())), dtype=">i4")
+    token = token.astype(np.int64)
     seg = np.repeat(np.arange(n), count)  # the sorted sequence that added each node
     depth = np.arange(total) - first[seg] + common[seg]
     parent = np.arange(-1, total - 1, dtype=np.int64)  # within a run, the node before
@@ -129,14 +145,29 @@ def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie
     return _Trie(token, parent, depth, end, has_child), last_node
 
 
+def _key(seq: Sequence[int] | bytes) -> bytes:
+    """Token ids as big-endian int32 bytes (bytes pass through unchanged)."""
+    if isinstance(seq, bytes):
+        return seq
+    a = array("i", seq)
+    if sys.byteorder == "little":
+        a.byteswap()
+    return a.tobytes()
+
+
 class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
     def __init__(self, model, tokenizer, batch_tokens: int | None = None, share_prefixes: bool = True,
-                 max_len: int | None = None, token_logprobs=None):
+                 max_len: int | None = None, token_logprobs=None, flex: bool | None = None):
         """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
         computes the scored tokens' log-probs from hidden rows; the default materialises the
-        logits of P rows; a vocabulary-parallel model passes one that never gathers them."""
+        logits of P rows; a vocabulary-parallel model passes one that never gathers them.
+
+        flex: attend through a FlexAttention block mask (only blocks with an ancestor pair are
+        computed) instead of dense SDPA with a boolean mask; default: on CUDA where PyTorch has
+        FlexAttention. Shapes are then padded (queries to batch_tokens, keys to a multiple of
+        FLEX_KEY_BUCKET) so that its kernels compile for a handful of shapes only."""
         self.model = model
         self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
@@ -144,6 +175,8 @@ class Scorer:
         self.share_prefixes = share_prefixes
         self.window = max_len or model.args.max_seq_len
         self.stats = ScoringStats()
+        on_cuda = model.tok_embeddings.weight.device.type == "cuda"
+        self.flex = (on_cuda and flex_available()) if flex is None else flex
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         out: list[LoglikelihoodResult | None] = [None] * len(requests)
@@ -154,15 +187,21 @@ class Scorer:
     def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
         """Yield (request index, result) as each request's last scored token is computed."""
         seqs, n_cont, truncated = [], [], []
-        for ctx, cont in self.tokenizer.encode_pairs([(r.context, r.continuation) for r in requests]):
-            full = ctx + cont
-            cut = len(full) - 1 > self.window
+        pairs = self.tokenizer.encode_pairs([(r.context, r.continuation) for r in requests])
+        # Sequences are kept as compact byte keys (see build_trie), a shared context's converted once.
+        ctx_keys: dict[int, bytes] = {}  # id of a context list (alive in `pairs`) -> its key
+        for ctx, cont in pairs:
+            if id(ctx) not in ctx_keys:
+                ctx_keys[id(ctx)] = _key(ctx)
+            full, length = ctx_keys[id(ctx)] + _key(cont), len(ctx) + len(cont)
+            cut = length - 1 > self.window
             if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
-                full = full[-(self.window + 1):]
+                full, length = full[-4 * (self.window + 1):], self.window + 1
             seqs.append(full)
-            n_cont.append(min(len(cont), len(full) - 1))
+            n_cont.append(min(len(cont), length - 1))
             truncated.append(cut)
-            self.stats.tokens_naive += (len(full) - 1) if cont else 0
+            self.stats.tokens_naive += (length - 1) if cont else 0
+        del pairs, ctx_keys
         self.stats.requests += len(requests)
         self.stats.truncated += sum(truncated)
 
@@ -210,7 +249,10 @@ class Scorer:
         model = self.model
         device = model.tok_embeddings.weight.device
         run_nodes = np.flatnonzero(trie.has_child)  # preorder
-        cache = model.new_cache(1, _round_up(self.window + self.batch_tokens, KEY_ALIGN))
+        q_pad = _round_up(self.batch_tokens, FLEX_BLOCK)  # the query length of every flex forward
+        cache_len = _round_up(self.window + (q_pad if self.flex else self.batch_tokens),
+                              FLEX_KEY_BUCKET if self.flex else KEY_ALIGN)
+        cache = model.new_cache(1, cache_len)
         stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
         t_lo = 0  # targets are sorted by parent, and parents come in preorder
         for c0 in range(0, len(run_nodes), self.batch_tokens):
@@ -223,16 +265,27 @@ class Scorer:
                 stack = stack[anc]
             keys = np.concatenate([stack, chunk])
             n_stack, n = len(stack), len(chunk)
-            kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
-            mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
+            tokens, depths = trie.token[chunk], trie.depth[chunk]
+            if self.flex:
+                # Padding queries (node -2) attend nothing; their keys, written past the real
+                # ones, belong to node -1, an ancestor of nothing.
+                t = q_pad
+                kv_len = min(_round_up(n_stack + t, FLEX_KEY_BUCKET), cache_len)
+                queries = np.concatenate([chunk, np.full(t - n, -2, dtype=np.int64)])
+                tokens, depths = (np.concatenate([a, np.zeros(t - n, dtype=np.int64)]) for a in (tokens, depths))
+                mask = tree_block_mask(queries, keys, trie.end[keys], kv_len, device)
+            else:
+                t = n
+                kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
+                mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
             h = model.hidden(
-                torch.as_tensor(trie.token[chunk], device=device)[None],
-                torch.as_tensor(trie.depth[chunk], device=device),
+                torch.as_tensor(tokens, device=device)[None],
+                torch.as_tensor(depths, device=device),
                 mask=mask,
                 cache=cache,
-                slots=torch.arange(n_stack, n_stack + n, device=device),
+                slots=torch.arange(n_stack, n_stack + t, device=device),
                 kv_len=kv_len,
-            )[0]  # [N, C]
+            )[0, :n]  # [N, C]
             self.stats.tokens_run += n
             self.stats.forwards += 1
             stack = keys
@@ -273,6 +326,24 @@ class Scorer:
             lps.append(lp)
             hits.append(hit)
         return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()
+
+
+def tree_block_mask(queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, kv_len: int, device):
+    """A FlexAttention BlockMask over (len(queries), kv_len) with the rule of `Scorer._tree_mask`:
+    query node i may attend key node j iff j <= i < end[j]; key slots past `keys` hold node -1
+    with end -1 (never allowed). Blocks with no allowed pair are skipped by the kernel."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    q = torch.as_tensor(queries, device=device)
+    k = torch.full((kv_len,), -1, dtype=torch.long, device=device)
+    e = torch.full((kv_len,), -1, dtype=torch.long, device=device)
+    k[: len(keys)] = torch.as_tensor(keys, device=device)
+    e[: len(keys)] = torch.as_tensor(key_ends, device=device)
+
+    def ancestor(b, h, q_idx, kv_idx):
+        return (k[kv_idx] <= q[q_idx]) & (q[q_idx] < e[kv_idx])
+
+    return create_block_mask(ancestor, None, None, len(queries), kv_len, device=device, BLOCK_SIZE=FLEX_BLOCK)
 
 
 def full_vocab_logprobs(model, h: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor):

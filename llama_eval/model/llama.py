@@ -16,6 +16,7 @@ the generator decodes rows that are at different lengths.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -193,14 +194,34 @@ class ForwardInputs:
 
     rope: cos, sin [T or B, T, D/2] float32. bias: additive attention bias [B or 1, 1, T, K] in
     the activations' dtype (0 where allowed, -inf elsewhere), or None for plain causal over the
-    T new tokens. slots: where the new keys/values go in the cache ([T] or [B, T]); kv_len: the
-    cache slots attended over.
+    T new tokens. block_mask: instead of a bias, a FlexAttention BlockMask (block-sparse: only
+    blocks with an allowed pair are computed). slots: where the new keys/values go in the cache
+    ([T] or [B, T]); kv_len: the cache slots attended over.
     """
 
     rope: tuple[torch.Tensor, torch.Tensor]
     bias: torch.Tensor | None
     slots: torch.Tensor | None = None
     kv_len: int = 0
+    block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
+
+
+@functools.cache
+def _compiled_flex():
+    """FlexAttention compiled (fused, block-sparse kernels); built once per process, on first use."""
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return torch.compile(flex, dynamic=False)
+
+
+def flex_attention(q, k, v, block_mask, grouped: bool) -> torch.Tensor:
+    """FlexAttention: compiled on CUDA; on other devices PyTorch's eager reference, which
+    computes the same numbers densely (tests compare it with SDPA)."""
+    if q.is_cuda:
+        return _compiled_flex()(q, k, v, block_mask=block_mask, enable_gqa=grouped)
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return flex(q, k, v, block_mask=block_mask, enable_gqa=grouped)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -236,6 +257,9 @@ class Attention(nn.Module):
             cache.write(inputs.slots, k, v)
             k, v = cache.read(inputs.kv_len)  # [B, Hkv, S, D]
         grouped = self.kv_heads != self.n_heads
+        if inputs.block_mask is not None:
+            out = flex_attention(q, k, v, inputs.block_mask, grouped)  # [B, H, T, D]
+            return self.wo(out.transpose(1, 2).reshape(B, T, -1))
         if grouped and inputs.bias is not None:
             # The fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
             # then runs its unfused kernel, O(T x S) memory per head), so give each query head its own.
@@ -294,7 +318,8 @@ class Transformer(nn.Module):
 
         tokens: [B, T]. positions: rotary positions, [T] or [B, T]; default 0..T-1.
         mask: boolean [B or 1, 1, T, K], True where a query may attend to a key; K is T
-        without a cache and kv_len with one. None means causal over the T new tokens.
+        without a cache and kv_len with one. None means causal over the T new tokens. A
+        FlexAttention BlockMask over (T, kv_len) may stand in for the boolean mask.
         cache/slots/kv_len: write the new keys/values at `slots` of `cache` ([T] or [B, T])
         and attend over cache slots [0, kv_len) instead of the new tokens alone.
         """
@@ -305,11 +330,13 @@ class Transformer(nn.Module):
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
         h = self.tok_embeddings(tokens)
-        bias = None
-        if mask is not None:  # converted once here, not by every layer's attention call
+        bias = block_mask = None
+        if isinstance(mask, torch.Tensor):  # converted once here, not by every layer's attention call
             bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(~mask, float("-inf"))
+        elif mask is not None:
+            block_mask = mask
         rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta)
-        inputs = ForwardInputs(rope, bias, slots, kv_len or 0)
+        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask)
         for i, layer in enumerate(self.layers):
             h = layer(h, inputs, None if cache is None else cache.layers[i])
         return h
