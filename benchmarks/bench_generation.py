@@ -12,8 +12,8 @@ line per workload:
   answers' tokens only.
 - nq: NQ-like 1-shot prompts ("Answer these questions:", one Q/A pair, the question), greedy,
   short answers of different lengths; same recipes as gsm8k.
-- single: one request generating `single_tokens` new tokens (256 on the CPU): the case where a
-  decode step should run one row, not the whole batch.
+- single: one request generating `single_tokens` new tokens (256 on the CPU) with the same
+  `batch` rows available: a decode step should run one row, not the whole batch.
 - decode-b1, decode-b64: B short prompts, greedy; ms per decode step is the time difference
   between generating N2 and N1 tokens divided by N2 - N1, so prompt processing cancels out.
 
@@ -215,7 +215,7 @@ def run_side(args, side: str) -> dict:
         if name not in args.workloads.split(","):
             continue
         reqs = make()
-        batch = 1 if name == "single" else shape["batch"]
+        batch = shape["batch"]  # for `single` too: one live row must not cost a batch's step
         max_len = window if name == "single" else cache_len(tok, reqs, window)
         if not args.cold:
             run(reqs[:batch], batch, max_len)  # warm-up at this shape (ours: captures graphs)

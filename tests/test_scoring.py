@@ -214,14 +214,17 @@ def test_flex_block_mask_equals_dense_mask(tiny_model_and_tokenizer):
 def test_tree_block_mask_blocks_follow_the_dense_mask():
     """The block mask's dense form is the ancestor rule, padding rows and keys masked."""
     pytest.importorskip("torch.nn.attention.flex_attention")
-    from llama_eval.engine.scoring import tree_block_mask
+    from llama_eval.engine.scoring import TreeBlockMasks
 
     trie, _ = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [7, 8]])
-    queries = np.concatenate([np.arange(len(trie.token)), [-2, -2]])
-    keys = np.arange(len(trie.token))
-    block = tree_block_mask(queries, keys, trie.end[keys], 256, "cpu")
-    dense = Scorer._tree_mask(queries, keys, trie.end[keys], 256, "cpu")[0, 0]
-    # mask_mod evaluated everywhere (to_dense gives block granularity only)
-    q, k = torch.meshgrid(torch.arange(len(queries)), torch.arange(256), indexing="ij")
-    assert torch.equal(block.mask_mod(0, 0, q, k), dense)
-    assert not dense[-2:].any()
+    nodes = np.arange(len(trie.token))
+    masks = TreeBlockMasks(len(nodes) + 2, 512, "cpu")  # two padding queries
+    for kv_len in (256, 128):  # the buffers are refilled: a second mask must not see the first
+        block = masks(nodes[2:], nodes, trie.end, kv_len)
+        queries = np.concatenate([nodes[2:], [-2] * 4])
+        dense = Scorer._tree_mask(queries, nodes, trie.end, kv_len, "cpu")[0, 0]
+        # mask_mod evaluated at every pair (to_dense() has block granularity only)
+        q, k = torch.meshgrid(torch.arange(len(queries)), torch.arange(kv_len), indexing="ij")
+        assert torch.equal(block.mask_mod(0, 0, q, k), dense)
+        assert block.shape[-2:] == (len(nodes) + 2, kv_len)
+        assert not dense[-4:].any() and dense[0, :3].tolist() == [True, True, True]

@@ -377,7 +377,8 @@ class Generator:
         """
         k, S = len(plans), max(len(p.tokens) for p in plans)
         T = max(len(p.tokens) - p.reuse for p in plans)
-        scratch = self.model.new_cache(k, S + 1)
+        kv_len = -(-(S + 1) // 16) * 16  # fused masked kernels want key lengths aligned to 16
+        scratch = self.model.new_cache(k, kv_len)
         ids = torch.zeros(k, max(T, 1), dtype=torch.long)
         positions = torch.zeros(k, max(T, 1), dtype=torch.long)
         slots = torch.full((k, max(T, 1)), S, dtype=torch.long)
@@ -390,8 +391,8 @@ class Generator:
             slots[j, :n] = positions[j, :n]
         if T > 0:
             positions, slots = positions.to(self.device), slots.to(self.device)
-            mask = (torch.arange(S + 1, device=self.device) <= positions[:, :, None])[:, None]  # [k, 1, T, S+1]
-            self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=S + 1)
+            mask = (torch.arange(kv_len, device=self.device) <= positions[:, :, None])[:, None]  # [k, 1, T, kv_len]
+            self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=kv_len)
         targets = torch.tensor([r for p in plans for r in p.rows], device=self.device)
         scratch_rows = torch.tensor([j for j, p in enumerate(plans) for _ in p.rows], device=self.device)
         self.cache.copy_rows(scratch, scratch_rows, targets, S)

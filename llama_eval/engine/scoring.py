@@ -155,6 +155,36 @@ def _key(seq: Sequence[int] | bytes) -> bytes:
     return a.tobytes()
 
 
+ENCODE_CHUNK = 4096  # requests tokenised at once: bounds the Python token lists alive together
+
+
+def encode_requests(tokenizer, requests: Sequence[LoglikelihoodRequest], window: int):
+    """(sequences as `_key` bytes, continuation tokens scored, truncated flags, tokens a
+    one-row-per-request scorer would run) for `requests`.
+
+    A sequence is BOS + context + continuation, cut from the left to its last window + 1
+    tokens. Requests are tokenised a chunk at a time and kept as compact byte keys (4 bytes a
+    token instead of a Python int and a pointer), a shared context's converted once.
+    """
+    seqs, n_cont, truncated, naive = [], [], [], 0
+    for lo in range(0, len(requests), ENCODE_CHUNK):
+        chunk = requests[lo : lo + ENCODE_CHUNK]
+        pairs = tokenizer.encode_pairs([(r.context, r.continuation) for r in chunk])
+        ctx_keys: dict[int, bytes] = {}  # id of a context list (alive in `pairs`) -> its key
+        for ctx, cont in pairs:
+            if id(ctx) not in ctx_keys:
+                ctx_keys[id(ctx)] = _key(ctx)
+            full, length = ctx_keys[id(ctx)] + _key(cont), len(ctx) + len(cont)
+            cut = length - 1 > window
+            if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
+                full, length = full[-4 * (window + 1) :], window + 1
+            seqs.append(full)
+            n_cont.append(min(len(cont), length - 1))
+            truncated.append(cut)
+            naive += (length - 1) if cont else 0
+    return seqs, n_cont, truncated, naive
+
+
 class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
@@ -186,22 +216,8 @@ class Scorer:
 
     def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
         """Yield (request index, result) as each request's last scored token is computed."""
-        seqs, n_cont, truncated = [], [], []
-        pairs = self.tokenizer.encode_pairs([(r.context, r.continuation) for r in requests])
-        # Sequences are kept as compact byte keys (see build_trie), a shared context's converted once.
-        ctx_keys: dict[int, bytes] = {}  # id of a context list (alive in `pairs`) -> its key
-        for ctx, cont in pairs:
-            if id(ctx) not in ctx_keys:
-                ctx_keys[id(ctx)] = _key(ctx)
-            full, length = ctx_keys[id(ctx)] + _key(cont), len(ctx) + len(cont)
-            cut = length - 1 > self.window
-            if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
-                full, length = full[-4 * (self.window + 1):], self.window + 1
-            seqs.append(full)
-            n_cont.append(min(len(cont), length - 1))
-            truncated.append(cut)
-            self.stats.tokens_naive += (length - 1) if cont else 0
-        del pairs, ctx_keys
+        seqs, n_cont, truncated, naive = encode_requests(self.tokenizer, requests, self.window)
+        self.stats.tokens_naive += naive
         self.stats.requests += len(requests)
         self.stats.truncated += sum(truncated)
 
@@ -253,6 +269,7 @@ class Scorer:
         cache_len = _round_up(self.window + (q_pad if self.flex else self.batch_tokens),
                               FLEX_KEY_BUCKET if self.flex else KEY_ALIGN)
         cache = model.new_cache(1, cache_len)
+        block_masks = TreeBlockMasks(q_pad, cache_len, device) if self.flex else None
         stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
         t_lo = 0  # targets are sorted by parent, and parents come in preorder
         for c0 in range(0, len(run_nodes), self.batch_tokens):
@@ -267,13 +284,12 @@ class Scorer:
             n_stack, n = len(stack), len(chunk)
             tokens, depths = trie.token[chunk], trie.depth[chunk]
             if self.flex:
-                # Padding queries (node -2) attend nothing; their keys, written past the real
-                # ones, belong to node -1, an ancestor of nothing.
+                # Padding queries attend nothing; their keys, written past the real ones, are
+                # nobody's ancestors.
                 t = q_pad
                 kv_len = min(_round_up(n_stack + t, FLEX_KEY_BUCKET), cache_len)
-                queries = np.concatenate([chunk, np.full(t - n, -2, dtype=np.int64)])
                 tokens, depths = (np.concatenate([a, np.zeros(t - n, dtype=np.int64)]) for a in (tokens, depths))
-                mask = tree_block_mask(queries, keys, trie.end[keys], kv_len, device)
+                mask = block_masks(chunk, keys, trie.end[keys], kv_len)
             else:
                 t = n
                 kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
@@ -328,22 +344,38 @@ class Scorer:
         return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()
 
 
-def tree_block_mask(queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, kv_len: int, device):
-    """A FlexAttention BlockMask over (len(queries), kv_len) with the rule of `Scorer._tree_mask`:
-    query node i may attend key node j iff j <= i < end[j]; key slots past `keys` hold node -1
-    with end -1 (never allowed). Blocks with no allowed pair are skipped by the kernel."""
-    from torch.nn.attention.flex_attention import create_block_mask
+class TreeBlockMasks:
+    """FlexAttention BlockMasks with the rule of `Scorer._tree_mask` (query node i may attend key
+    node j iff j <= i < end[j]), for queries of q_len and keys of up to max_kv slots.
 
-    q = torch.as_tensor(queries, device=device)
-    k = torch.full((kv_len,), -1, dtype=torch.long, device=device)
-    e = torch.full((kv_len,), -1, dtype=torch.long, device=device)
-    k[: len(keys)] = torch.as_tensor(keys, device=device)
-    e[: len(keys)] = torch.as_tensor(key_ends, device=device)
+    One mask function for the whole run, reading node ids from buffers refilled in place, so
+    the compiled kernels see the same function every call. Key slots past the keys hold node -1
+    with end -1 (never allowed); padding queries hold node -2 (they attend nothing).
+    """
 
-    def ancestor(b, h, q_idx, kv_idx):
-        return (k[kv_idx] <= q[q_idx]) & (q[q_idx] < e[kv_idx])
+    def __init__(self, q_len: int, max_kv: int, device):
+        self.q_len, self.device = q_len, device
+        self.q = torch.full((q_len,), -2, dtype=torch.long, device=device)
+        self.k = torch.full((max_kv,), -1, dtype=torch.long, device=device)
+        self.e = torch.full((max_kv,), -1, dtype=torch.long, device=device)
+        q, k, e = self.q, self.k, self.e
 
-    return create_block_mask(ancestor, None, None, len(queries), kv_len, device=device, BLOCK_SIZE=FLEX_BLOCK)
+        def ancestor(b, h, q_idx, kv_idx):
+            return (k[kv_idx] <= q[q_idx]) & (q[q_idx] < e[kv_idx])
+
+        self.mask_mod = ancestor
+
+    def __call__(self, queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, kv_len: int):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        self.q.fill_(-2)
+        self.k.fill_(-1)
+        self.e.fill_(-1)
+        self.q[: len(queries)] = torch.as_tensor(queries, device=self.device)
+        self.k[: len(keys)] = torch.as_tensor(keys, device=self.device)
+        self.e[: len(keys)] = torch.as_tensor(key_ends, device=self.device)
+        return create_block_mask(self.mask_mod, None, None, self.q_len, kv_len, device=self.device,
+                                 BLOCK_SIZE=FLEX_BLOCK)
 
 
 def full_vocab_logprobs(model, h: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor):
