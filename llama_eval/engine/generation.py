@@ -31,6 +31,9 @@ bucket's idle rows write into the last slot, which no kept token ever reaches. I
 over a power-of-two bucket of slots, not the whole cache. On CUDA each (row bucket, slot
 bucket, greedy or sampling) step is captured once as a CUDA graph and replayed, one launch
 per step instead of hundreds. Elsewhere the same step function runs eagerly.
+
+A change here that can alter results beyond float rounding must bump ENGINE_VERSION
+(engine/__init__.py): it keys the request cache.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ How the trie is run:
   chunk. After a chunk the path to its last node is kept and the rest dropped.
 - Logits are computed only at the parents of scored tokens, a few hundred rows at a time,
   so memory does not grow with vocabulary x context length.
+- Only about a quarter of the 128 x 128 blocks of a packed row's mask hold an ancestor pair.
+  On CUDA the mask is therefore a FlexAttention block mask and empty blocks cost nothing;
+  elsewhere (and as the reference in tests) it is a dense boolean mask for SDPA.
+
+A change here that can alter results beyond float rounding must bump ENGINE_VERSION
+(engine/__init__.py): it keys the request cache.
 """
 
 from __future__ import annotations
