@@ -10,16 +10,28 @@ line per workload:
   Face recipe is the usual one: requests sorted by prompt length, left-padded batches of
   `batch`, each batch generating until its longest answer is done. tokens/s counts the
   answers' tokens only.
+- nq: NQ-like 1-shot prompts ("Answer these questions:", one Q/A pair, the question), greedy,
+  short answers of different lengths; same recipes as gsm8k.
+- single: one request generating `single_tokens` new tokens (256 on the CPU) with the same
+  `batch` rows available: a decode step should run one row, not the whole batch.
 - decode-b1, decode-b64: B short prompts, greedy; ms per decode step is the time difference
   between generating N2 and N1 tokens divided by N2 - N1, so prompt processing cancels out.
 
 Shapes (SHAPES) are small on the CPU and GSM8K-sized on CUDA. Times are the fastest of
 --repeats runs, after a warm-up at the same shape (which also captures our CUDA graphs).
 EOS is disabled on both sides so that every row generates exactly the tokens asked for.
-`agree` is the fraction of gsm8k answers whose text is identical on both sides.
+`agree` is the fraction of answers whose text is identical on both sides.
+
+--cold: each side runs every workload once, without warm-up, in a fresh process, and
+`*_process_s` is the wall time of that whole process (interpreter, imports, model and
+tokenizer load, Hugging Face conversion, the workloads): speed as a user meets it.
+--model PATH runs a real checkpoint (e.g. llama2.c's stories260K with --tokenizer
+tok512.model) instead of a random model.
 
     python benchmarks/bench_generation.py                       # CPU, small model, < 1 minute
     python benchmarks/bench_generation.py --size 7b --device cuda --dtype bfloat16
+    python benchmarks/bench_generation.py --model ../shared/data/model/stories260K/stories260K.bin \
+        --tokenizer ../shared/data/model/stories260K/tok512.model --workloads single,gsm8k,nq --cold
 """
 
 from __future__ import annotations
@@ -28,27 +40,27 @@ import argparse
 import copy
 import json
 import multiprocessing as mp
+import queue as queue_mod
 import random
 import resource
 import time
-from dataclasses import replace
 
 import torch
 
 import workloads  # beside this script, which Python puts first on the import path
 
 from llama_eval.engine.generation import Generator
-from llama_eval.model.llama import build, init_random
-from llama_eval.model.presets import preset
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
-SIZES = ["tiny", *workloads.SIZES]
+SIZES = list(workloads.SIZES)
 
 # Workload shapes per scale: CPU keeps the whole run under a minute; GPU is the real shape.
 SHAPES = {
-    "cpu": dict(shot_words=25, requests=16, batch=8, answer=(8, 24), steps=(8, 24)),
-    "cuda": dict(shot_words=90, requests=128, batch=64, answer=(32, 256), steps=(32, 160)),
+    "cpu": dict(shot_words=25, requests=16, batch=8, answer=(8, 24), steps=(8, 24), single_tokens=256,
+                nq_requests=64, nq_answer=(2, 12)),
+    "cuda": dict(shot_words=90, requests=128, batch=64, answer=(32, 256), steps=(32, 160), single_tokens=256,
+                 nq_requests=512, nq_answer=(2, 12)),
 }
 
 
@@ -68,15 +80,18 @@ def gsm8k_like(shape: dict, seed: int = 0) -> list[GenerationRequest]:
                               max_new_tokens=rng.randint(lo, hi)) for _ in range(shape["requests"])]
 
 
+def nq_like(shape: dict, seed: int = 1) -> list[GenerationRequest]:
+    """1-shot open-domain QA prompts; answer lengths drawn from shape['nq_answer']."""
+    rng = random.Random(seed)
+    lo, hi = shape["nq_answer"]
+    shot = f"Answer these questions:\nQ: {_words(rng, 9)}?\nA: {_words(rng, 3)}\n"
+    return [GenerationRequest(shot + f"Q: {_words(rng, rng.randint(6, 14))}?\nA:", max_new_tokens=rng.randint(lo, hi))
+            for _ in range(shape["nq_requests"])]
+
+
 def short_prompts(batch: int, new_tokens: int) -> list[GenerationRequest]:
     return [GenerationRequest(f"Question: who is the king of the river number {i}?\nAnswer:", max_new_tokens=new_tokens)
             for i in range(batch)]
-
-
-def random_model(size: str, vocab: int, device: str, dtype: torch.dtype):
-    if size == "tiny":
-        return init_random(build(replace(preset("tiny"), vocab_size=vocab), device), seed=0).to(dtype)
-    return workloads.random_model(size, vocab, device, dtype)
 
 
 def _sync(device: str) -> None:
@@ -160,13 +175,23 @@ def hf_generate(hf, tok, reqs: list[GenerationRequest], batch: int, device: str)
 # --- one side, all workloads, in a child process ------------------------------------------------
 
 
+def load_model(args, device: str, dtype: torch.dtype):
+    if args.model:
+        from llama_eval.model.checkpoint import load_model as load
+
+        model, _ = load(args.model, device=device, tokenizer=args.tokenizer)
+        return model.to(dtype)
+    tok = Tokenizer(args.tokenizer)
+    return workloads.random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
+
+
 def run_side(args, side: str) -> dict:
     device, dtype = args.device, getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = Tokenizer(args.tokenizer)
-    model = random_model(args.size, max(args.vocab, tok.vocab_size), device, dtype)
+    model = load_model(args, device, dtype)
     shape = SHAPES["cuda" if device.startswith("cuda") else "cpu"]
     window = model.args.max_seq_len
     if side == "ours":
@@ -181,14 +206,24 @@ def run_side(args, side: str) -> dict:
             return hf_generate(hf, tok, reqs, batch, device)
 
     figures: dict = {}
-    repeats = args.repeats
-    if "gsm8k" in args.workloads:
-        reqs = gsm8k_like(shape)
-        max_len = cache_len(tok, reqs, window)
-        run(reqs[: shape["batch"]], shape["batch"], max_len)  # warm-up at this shape (ours: captures graphs)
-        texts, sec, peak = measure(lambda: run(reqs, shape["batch"], max_len), device, repeats)
-        figures["gsm8k"] = dict(texts=texts, s=sec, peak_mb=peak,
-                                tokens=sum(r.max_new_tokens for r in reqs), requests=len(reqs), batch=shape["batch"])
+    repeats = 1 if args.cold else args.repeats
+    if window < 1024:  # a small model's window (stories260K: 512) holds shorter few-shot headers
+        shape = dict(shape, shot_words=8, single_tokens=min(shape["single_tokens"], window // 2))
+    makers = {"gsm8k": lambda: gsm8k_like(shape), "nq": lambda: nq_like(shape),
+                 "single": lambda: short_prompts(1, shape["single_tokens"])}
+    for name, make in makers.items():
+        if name not in args.workloads.split(","):
+            continue
+        reqs = make()
+        batch = shape["batch"]  # for `single` too: one live row must not cost a batch's step
+        max_len = window if name == "single" else cache_len(tok, reqs, window)
+        if not args.cold:
+            run(reqs[:batch], batch, max_len)  # warm-up at this shape (ours: captures graphs)
+        texts, sec, peak = measure(lambda: run(reqs, batch, max_len), device, repeats)
+        figures[name] = dict(texts=texts, s=sec, peak_mb=peak,
+                             tokens=sum(r.max_new_tokens for r in reqs), requests=len(reqs), batch=batch)
+    if args.cold:
+        return figures
     n1, n2 = shape["steps"]
     for batch in (1, 64):
         name = f"decode-b{batch}"
@@ -204,7 +239,11 @@ def run_side(args, side: str) -> dict:
 
 
 def _child(args, side: str, queue) -> None:
-    queue.put(run_side(args, side))
+    try:
+        queue.put(run_side(args, side))
+    except BaseException as exc:  # the parent must hear of it, or it waits on the queue forever
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
 
 
 def main() -> None:
@@ -214,22 +253,35 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--tokenizer", default=str(workloads.DEFAULT_TOKENIZER))
     p.add_argument("--vocab", type=int, default=32000, help="output size of the random model")
-    p.add_argument("--workloads", default="gsm8k,decode-b1,decode-b64")
+    p.add_argument("--workloads", default="gsm8k,nq,single,decode-b1,decode-b64")
+    p.add_argument("--model", default="", help="a checkpoint to run instead of a random model")
+    p.add_argument("--cold", action="store_true", help="one run per workload, no warm-up; time whole processes")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds a side may take")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0: torch's default; 1 gives steadier numbers on a shared machine)")
     args = p.parse_args()
-    sides = {}
+    sides, process_s = {}, {}
     ctx = mp.get_context("spawn")
     for side in ("ours", "hf"):
         queue = ctx.Queue()
+        start = time.perf_counter()
         proc = ctx.Process(target=_child, args=(args, side, queue))
         proc.start()
-        sides[side] = queue.get()
-        proc.join()
+        try:
+            sides[side] = queue.get(timeout=args.timeout)
+        except queue_mod.Empty:
+            sides[side] = {"error": f"no result within {args.timeout} s"}
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+        process_s[side] = time.perf_counter() - start
+        if "error" in sides[side] or proc.exitcode != 0:
+            print(json.dumps({"side": side, "error": sides[side].get("error", f"exit code {proc.exitcode}")}), flush=True)
+            raise SystemExit(1)
     for name, ours in sides["ours"].items():
         hf = sides["hf"][name]
-        row = {"workload": name, "size": args.size, "device": args.device, "dtype": args.dtype,
+        row = {"workload": name, "size": args.model or args.size, "device": args.device, "dtype": args.dtype,
                "threads": args.threads or torch.get_num_threads(),
                "requests": ours["requests"], "batch": ours["batch"], "new_tokens": ours["tokens"]}
         for label, fig in (("ours", ours), ("hf", hf)):
@@ -239,6 +291,10 @@ def main() -> None:
             if "ms_per_step" in fig:
                 row[f"{label}_ms_per_step"] = round(fig["ms_per_step"], 2)
         row["speedup"] = round(hf["s"] / ours["s"], 2)
+        if args.cold:
+            for label in ("ours", "hf"):
+                row[f"{label}_process_s"] = round(process_s[label], 2)
+            row["speedup_with_startup"] = round(process_s["hf"] / process_s["ours"], 2)
         if "texts" in ours:
             row["agree"] = round(sum(a == b for a, b in zip(ours["texts"], hf["texts"])) / len(ours["texts"]), 3)
         print(json.dumps(row), flush=True)

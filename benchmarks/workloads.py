@@ -33,6 +33,7 @@ SIZES = {
     # small enough for a 2-core CPU, but with the real vocabulary so output cost is realistic
     "small": replace(preset("tiny"), dim=256, n_layers=4, n_heads=8, n_kv_heads=8, multiple_of=64),
     "7b": preset("7b"),
+    "tiny": preset("tiny"),  # the GPU check's dry run
 }
 
 
@@ -82,8 +83,9 @@ def long_context(questions: int, words: int = 1100, seed: int = 3) -> list[R]:
     return reqs
 
 
-def random_model(size: str, vocab: int, device: str, dtype: torch.dtype):
-    args: ModelArgs = replace(SIZES[size], vocab_size=vocab)
+def random_model(size: str, vocab: int, device: str, dtype: torch.dtype, **overrides):
+    """A model of SIZES[size] (with `overrides` of its ModelArgs) and seeded random weights."""
+    args: ModelArgs = replace(SIZES[size], vocab_size=vocab, **overrides)
     if device == "cpu":
         return init_random(build(args, "cpu"), seed=0).to(dtype)
     model = build(args, device, dtype)

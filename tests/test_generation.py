@@ -81,6 +81,26 @@ def test_rows_are_refilled_as_requests_finish(tiny_model_and_tokenizer):
     assert gen.generate([]) == []
 
 
+def test_decode_runs_only_the_live_rows_bucket(tiny_model_and_tokenizer):
+    """As rows finish, steps run 8, then 4, then 1 row, live rows moving down; results unchanged."""
+    model, tok = tiny_model_and_tokenizer
+    tok = without_eos(tok)
+    lengths = (2, 20, 4, 9)  # rows 0..3 (samples in 4, 5); row 1 outlives the others and moves down
+    greedy = [G(p, max_new_tokens=m) for p, m in zip(PROMPTS[:4], lengths)]
+    sampled = [G(PROMPTS[4], temperature=0.8, seed=3, n=2, max_new_tokens=15)]
+    gen = Generator(model, tok, max_batch=8)
+    res = gen.generate(greedy + sampled)
+    # Six live rows (two samples) need the bucket of 8 for steps 1-4 (five after step 2), then
+    # four or three fit 4 rows for steps 5-15 (row 1 ends after 9, the samples after 15), then
+    # the long row alone runs in a bucket of 1 for steps 16-20.
+    assert gen.stats.decode_steps == 20
+    assert gen.stats.decode_rows == 4 * 8 + 11 * 4 + 5 * 1
+    assert gen.stats.rows_moved >= 2
+    for req, r in zip(greedy, res):
+        assert r.completions == (naive(model, tok, req, model.args.max_seq_len)[1],)
+    assert res[-1] == Generator(model, tok, max_batch=2).generate(sampled)[0]
+
+
 def test_stop_string_spanning_two_tokens(tiny_model_and_tokenizer):
     model, tok = tiny_model_and_tokenizer
     tok = without_eos(tok)

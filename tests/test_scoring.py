@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,10 +144,87 @@ def test_is_greedy_exactly_when_every_token_is_the_argmax(tiny_model_and_tokeniz
     assert best.logprob > changed.logprob
 
 
+def brute_force_trie(seqs):
+    """(token, parent, depth, end) lists by inserting sorted sequences into a dict trie, then
+    numbering nodes in preorder by a recursive walk."""
+    children: dict = {}
+    for seq in seqs:
+        level = children
+        for t in seq:
+            level = level.setdefault(t, {})
+    out = []
+
+    def walk(level, parent, depth):
+        for t in sorted(level):
+            me = len(out)
+            out.append([t, parent, depth, None])
+            walk(level[t], me, depth + 1)
+            out[me][3] = len(out)
+
+    walk(children, -1, 0)
+    return [list(col) for col in zip(*out)]
+
+
+def test_trie_equals_brute_force_on_random_sequences():
+    import random
+
+    rng = random.Random(0)
+    for trial in range(30):
+        seqs = [[rng.randrange(3) for _ in range(rng.randint(1, 7))] for _ in range(rng.randint(1, 25))]
+        seqs += [list(s) for s in rng.sample(seqs, k=min(3, len(seqs)))]  # repeats
+        trie, last = build_trie(seqs)
+        token, parent, depth, end = brute_force_trie(seqs)
+        assert [trie.token.tolist(), trie.parent.tolist(), trie.depth.tolist(), trie.end.tolist()] == \
+            [token, parent, depth, end]
+        for seq, v in zip(seqs, last.tolist()):  # the path to each sequence's last node spells it
+            path = []
+            while v >= 0:
+                path.append(int(trie.token[v]))
+                v = int(trie.parent[v])
+            assert path[::-1] == seq
+        unshared, _ = build_trie(seqs, share=False)
+        assert len(unshared.token) == sum(map(len, seqs))
+
+
 def test_trie_preorder_ranges():
     trie, last = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2, 3]])
     assert trie.token.tolist() == [1, 2, 3, 4, 5]
     assert trie.parent.tolist() == [-1, 0, 1, 1, 0]
     assert trie.end.tolist() == [5, 4, 3, 4, 5]
-    assert last == [2, 3, 4, 2]
+    assert last.tolist() == [2, 3, 4, 2]
     assert trie.has_child.tolist() == [True, True, False, False, False]
+
+
+@pytest.mark.slow  # PyTorch's eager FlexAttention on the CPU: about a minute here
+def test_flex_block_mask_equals_dense_mask(tiny_model_and_tokenizer):
+    """FlexAttention (PyTorch's eager reference on the CPU) with the tree block mask gives the
+    dense masked SDPA's scores; truncated requests (rooted at a token other than BOS) included."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    model, tok = tiny_model_and_tokenizer
+    reqs = REQUESTS + [R("The quick brown fox jumps over the lazy dog. " * 6, " Paris")]
+    dense = Scorer(model, tok, batch_tokens=96, max_len=48, flex=False).loglikelihood(reqs)
+    scorer = Scorer(model, tok, batch_tokens=96, max_len=48, flex=True)
+    flex = scorer.loglikelihood(reqs)
+    assert scorer.stats.truncated >= 1 and scorer.stats.forwards > 1
+    for d, f in zip(dense, flex):
+        assert f.logprob == pytest.approx(d.logprob, abs=1e-5)
+        assert (f.is_greedy, f.truncated) == (d.is_greedy, d.truncated)
+
+
+def test_tree_block_mask_blocks_follow_the_dense_mask():
+    """The block mask's dense form is the ancestor rule, padding rows and keys masked."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from llama_eval.engine.scoring import TreeBlockMasks
+
+    trie, _ = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [7, 8]])
+    nodes = np.arange(len(trie.token))
+    masks = TreeBlockMasks(len(nodes) + 2, 512, "cpu")  # two padding queries
+    for kv_len in (256, 128):  # the buffers are refilled: a second mask must not see the first
+        block = masks(nodes[2:], nodes, trie.end, kv_len)
+        queries = np.concatenate([nodes[2:], [-2] * 4])
+        dense = Scorer._tree_mask(queries, nodes, trie.end, kv_len, "cpu")[0, 0]
+        # mask_mod evaluated at every pair (to_dense() has block granularity only)
+        q, k = torch.meshgrid(torch.arange(len(queries)), torch.arange(kv_len), indexing="ij")
+        assert torch.equal(block.mask_mod(0, 0, q, k), dense)
+        assert block.shape[-2:] == (len(nodes) + 2, kv_len)
+        assert not dense[-4:].any() and dense[0, :3].tolist() == [True, True, True]

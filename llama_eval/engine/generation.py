@@ -24,11 +24,16 @@ No state is shared between rows, so a completion does not depend on what else is
 batch, on the batch size or on the order of requests (up to the float rounding of different
 batch shapes); the hash is integer arithmetic, the same on every device.
 
-Static shapes. The decode step always runs all `max_batch` rows (an idle row writes into
-the last slot, which no kept token ever reaches) and attends over a power-of-two bucket of
-slots, not the whole cache. On CUDA each bucket's step is captured once as a CUDA graph and
-replayed, one launch per step instead of hundreds. Elsewhere the same step function runs
-eagerly.
+Static shapes. A decode step runs the live rows only, in a power-of-two bucket of rows
+(1, 2, 4, ... max_batch): live rows sit in the lowest cache rows (free rows are refilled
+lowest first, and when the live rows fit a smaller bucket those above it move down), and a
+bucket's idle rows write into the last slot, which no kept token ever reaches. It attends
+over a power-of-two bucket of slots, not the whole cache. On CUDA each (row bucket, slot
+bucket, greedy or sampling) step is captured once as a CUDA graph and replayed, one launch
+per step instead of hundreds. Elsewhere the same step function runs eagerly.
+
+A change here that can alter results beyond float rounding must bump ENGINE_VERSION
+(engine/__init__.py): it keys the request cache.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ class GenerationStats:
     prompt_tokens: int = 0  # prompt tokens run through the model (a prompt shared by n samples counts once)
     prompt_tokens_reused: int = 0  # prompt tokens whose keys/values were copied from the cache instead
     generated_tokens: int = 0  # tokens chosen by decode steps (EOS and tokens past a stop string included)
-    decode_steps: int = 0  # batched decode steps (each runs all max_batch rows)
+    decode_steps: int = 0  # batched decode steps
+    decode_rows: int = 0  # rows run by decode steps (live rows plus the idle rows of their bucket)
+    rows_moved: int = 0  # live rows moved to a lower cache row to shrink the step's bucket
     truncated: int = 0  # prompts cut from the left to fit the window
 
 
@@ -105,6 +112,14 @@ def _row_key(seed: int, sample: int, prompt: str) -> int:
     """The 32-bit noise key of one sample of one request."""
     digest = hashlib.blake2b(f"{seed}\0{sample}\0{prompt}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
+
+
+def _row_bucket(n: int, max_batch: int) -> int:
+    """Rows a decode step runs when the highest live row is n - 1: a power of two, at most max_batch."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max_batch)
 
 
 def _bucket(n: int, max_len: int) -> int:
@@ -170,6 +185,17 @@ class _CompletionText:
 
 
 @dataclass
+class _PrefillPlan:
+    """One distinct token list to load into the cache: `tokens` into each of the cache rows
+    `rows`, its first `reuse` tokens copied from cache row `source` instead of being run."""
+
+    tokens: list[int]
+    rows: list[int]
+    source: int
+    reuse: int
+
+
+@dataclass
 class _Row:
     """A cache row busy with one sample of one request."""
 
@@ -212,8 +238,11 @@ class Generator:
         self.vocab = min(model.args.vocab_size, tokenizer.vocab_size)
         self._token_hash = _mix32(torch.arange(self.vocab, device=self.device))
         self._slots = torch.arange(max_len, device=self.device)
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # kv_len -> (graph, output)
-        self._static_in: tuple[torch.Tensor, torch.Tensor] | None = None  # the graphs' input buffers
+        self._views = {b: self.cache.rows(b) for b in {_row_bucket(n, max_batch) for n in range(1, max_batch + 1)}}
+        # (row bucket, kv_len, sampling) -> (graph, output); the graphs read their inputs from
+        # the first columns of two fixed buffers.
+        self._graphs: dict[tuple[int, int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._static_in: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         out: list[GenerationResult | None] = [None] * len(requests)
@@ -233,6 +262,7 @@ class Generator:
         held: list[list[int]] = [[] for _ in range(self.max_batch)]  # tokens in slots 0.. of each row
         while queue or any(rows):
             self._fill(rows, held, queue, requests, [ids for ids, _ in prompts])
+            self._compact(rows, held)
             chosen = self._decode(rows, requests)
             for r, row in enumerate(rows):
                 if row is None or not self._advance(row, chosen[r], requests[row.request]):
@@ -269,7 +299,7 @@ class Generator:
 
     def _fill(self, rows: list[_Row | None], held: list[list[int]], queue: deque,
               requests: Sequence[GenerationRequest], prompts: list[list[int]]) -> None:
-        """Give free rows the next waiting items and load their prompts into the cache."""
+        """Give free rows, lowest first, the next waiting items and load their prompts into the cache."""
         wanted: dict[int, list[int]] = {}
         for r in range(self.max_batch):
             if rows[r] is not None or not queue:
@@ -307,23 +337,26 @@ class Generator:
                     src, c = i, common_prefix(h, tokens)
             return src, c
 
-        plans = [(list(key), targets, *best_source(list(key), targets)) for key, targets in by_tokens.items()]
+        plans = [_PrefillPlan(list(key), targets, *best_source(list(key), targets))
+                 for key, targets in by_tokens.items()]
         ran = 0
         if len(plans) > 1:
             # Prompts that share more than the cache holds (a few-shot header, when no row holds
             # it yet) get the shared part run once, into one target row r0, and copied from there.
             # r0's plan rewrites those slots with the same values, so any order of reads is safe.
-            header = plans[0][0][: min(common_prefix(plans[0][0], p[0]) for p in plans[1:])]
-            if len(header) > max(c for *_, c in plans):
-                r0 = plans[0][1][0]
-                ran += self._prefill([(header, [r0], *best_source(header, [r0]))])
+            first = plans[0]
+            header = first.tokens[: min(common_prefix(first.tokens, p.tokens) for p in plans[1:])]
+            if len(header) > max(p.reuse for p in plans):
+                r0 = first.rows[0]
+                ran += self._prefill([_PrefillPlan(header, [r0], *best_source(header, [r0]))])
                 held[r0] = header
-                plans = [(tokens, rows, r0, len(header)) if len(header) > c else (tokens, rows, src, c)
-                         for tokens, rows, src, c in plans]
+                for plan in plans:
+                    if len(header) > plan.reuse:
+                        plan.source, plan.reuse = r0, len(header)
         # Longest first, in groups whose scratch cache stays within prefill_tokens slots.
-        plans.sort(key=lambda p: -len(p[0]))
+        plans.sort(key=lambda p: -len(p.tokens))
         while plans:
-            S = len(plans[0][0])
+            S = len(plans[0].tokens)
             k = max(1, min(len(plans), self.prefill_tokens // (S + 1)))
             ran += self._prefill(plans[:k])
             plans = plans[k:]
@@ -333,37 +366,40 @@ class Generator:
             held[r] = tokens
 
     @torch.no_grad()
-    def _prefill(self, plans: list[tuple[list[int], list[int], int, int]]) -> int:
-        """Run a group of plans (tokens, rows, source row, c) through the model together;
-        returns the number of tokens run (padding excluded).
+    def _prefill(self, plans: list[_PrefillPlan]) -> int:
+        """Run a group of plans through the model together; returns the number of tokens run
+        (padding excluded).
 
-        Row j of a scratch cache gets slots [0, c) from the source row, then the tokens past c
-        run right-padded at positions c, c+1, ... while attending to all earlier slots; last,
+        Row j of a scratch cache gets slots [0, c) from the source row (c = plan j's reuse), then
+        the tokens past c run right-padded at positions c, c+1, ... while attending to all
+        earlier slots; last,
         the scratch rows are copied into their target rows. A KVCache writes all of its rows,
         so scattered target rows need the scratch. Every read of the cache (the prefixes)
         happens before any write, and a plan reads only rows no other plan writes, so plans
         need no ordering. Padding writes to the extra slot S, which no real query sees.
         """
-        k, S = len(plans), max(len(p[0]) for p in plans)
-        T = max(len(tokens) - c for tokens, _, _, c in plans)
-        scratch = self.model.new_cache(k, S + 1)
+        k, S = len(plans), max(len(p.tokens) for p in plans)
+        T = max(len(p.tokens) - p.reuse for p in plans)
+        kv_len = -(-(S + 1) // 16) * 16  # fused masked kernels want key lengths aligned to 16
+        scratch = self.model.new_cache(k, kv_len)
         ids = torch.zeros(k, max(T, 1), dtype=torch.long)
         positions = torch.zeros(k, max(T, 1), dtype=torch.long)
         slots = torch.full((k, max(T, 1)), S, dtype=torch.long)
-        for j, (tokens, _, src, c) in enumerate(plans):
-            scratch.copy_rows(self.cache, src, j, c)
-            n = len(tokens) - c
-            ids[j, :n] = torch.tensor(tokens[c:], dtype=torch.long)
+        for j, plan in enumerate(plans):
+            c = plan.reuse
+            scratch.copy_rows(self.cache, plan.source, j, c)
+            n = len(plan.tokens) - c
+            ids[j, :n] = torch.tensor(plan.tokens[c:], dtype=torch.long)
             positions[j] = c + torch.arange(max(T, 1))
             slots[j, :n] = positions[j, :n]
         if T > 0:
             positions, slots = positions.to(self.device), slots.to(self.device)
-            mask = (torch.arange(S + 1, device=self.device) <= positions[:, :, None])[:, None]  # [k, 1, T, S+1]
-            self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=S + 1)
-        targets = torch.tensor([r for _, rows, _, _ in plans for r in rows], device=self.device)
-        scratch_rows = torch.tensor([j for j, (_, rows, _, _) in enumerate(plans) for _ in rows], device=self.device)
+            mask = (torch.arange(kv_len, device=self.device) <= positions[:, :, None])[:, None]  # [k, 1, T, kv_len]
+            self.model.hidden(ids.to(self.device), positions, mask=mask, cache=scratch, slots=slots, kv_len=kv_len)
+        targets = torch.tensor([r for p in plans for r in p.rows], device=self.device)
+        scratch_rows = torch.tensor([j for j, p in enumerate(plans) for _ in p.rows], device=self.device)
         self.cache.copy_rows(scratch, scratch_rows, targets, S)
-        return sum(len(tokens) - c for tokens, _, _, c in plans)
+        return sum(len(p.tokens) - p.reuse for p in plans)
 
     # --- decoding ----------------------------------------------------------------------------
 
@@ -379,11 +415,34 @@ class Generator:
         row.token, row.position = token, row.position + 1
         return False
 
+    def _compact(self, rows: list[_Row | None], held: list[list[int]]) -> None:
+        """Move live rows above the bucket their number fits into free rows below it.
+
+        A moved row takes its keys/values (slots before its position) and what it holds; the
+        row it leaves keeps its copy, still usable as a prefix source. Buckets halve at most
+        log2(max_batch) times per drain, so at most max_batch rows move per drain.
+        """
+        live = [r for r, row in enumerate(rows) if row is not None]
+        bucket = _row_bucket(len(live), self.max_batch)
+        movers = [r for r in live if r >= bucket]
+        if not movers:
+            return
+        free = [r for r in range(bucket) if rows[r] is None][: len(movers)]
+        length = max(rows[r].position for r in movers)  # type: ignore[union-attr]
+        index = lambda rs: torch.tensor(rs, device=self.device)  # noqa: E731
+        self.cache.copy_rows(self.cache, index(movers), index(free), length)
+        for src, dst in zip(movers, free):
+            rows[dst], rows[src] = rows[src], None
+            held[dst] = held[src]
+        self.stats.rows_moved += len(movers)
+
     def _decode(self, rows: list[_Row | None], requests: Sequence[GenerationRequest]) -> list[int]:
-        """One decode step over all rows; the token chosen for each (garbage for idle rows)."""
+        """One decode step over the live rows' bucket; the token chosen for each row of the
+        bucket (garbage for idle rows)."""
         idle = self.max_len - 1  # a slot no kept token reaches (prompt + new tokens <= max_len)
+        batch = _row_bucket(max(r for r, row in enumerate(rows) if row is not None) + 1, self.max_batch)
         ints, floats = [], []
-        for row in rows:
+        for row in rows[:batch]:
             if row is None:
                 ints.append((0, idle, 0, 0))
                 floats.append((0.0, 1.0))
@@ -394,52 +453,56 @@ class Generator:
         inputs = torch.tensor(ints, dtype=torch.long).T  # [4, B]
         params = torch.tensor(floats, dtype=torch.float32).T  # [2, B]
         kv_len = _bucket(max(row.position for row in rows if row is not None) + 1, self.max_len)
-        self.stats.decode_steps += 1
-        if self.use_cuda_graphs:
-            return self._replay(inputs, params, kv_len)
         sample = any(p[0] > 0 for p in floats)
+        self.stats.decode_steps += 1
+        self.stats.decode_rows += batch
+        if self.use_cuda_graphs:
+            return self._replay(inputs, params, kv_len, sample)
         with torch.no_grad():
             return self._step(inputs.to(self.device), params.to(self.device), kv_len, sample).tolist()
 
     def _step(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int, sample: bool) -> torch.Tensor:
-        """Feed every row its next token and choose the one after: token ids [B].
+        """Feed every row of the bucket its next token and choose the one after: token ids [B].
 
         inputs: int64 [4, B] = token, position, noise key, tokens generated so far.
-        params: float32 [2, B] = temperature (0: greedy), top_p. Shapes depend only on
-        max_batch and kv_len, and nothing syncs with the host, so a CUDA graph can hold it.
+        params: float32 [2, B] = temperature (0: greedy), top_p. The bucket is cache rows
+        [0, B). Shapes depend only on B, kv_len and `sample`, and nothing syncs with the host,
+        so a CUDA graph can hold it; without `sample` no sampling code runs (all rows greedy).
         """
         tokens, positions, keys, steps = inputs
         positions = positions[:, None]  # [B, 1]
         mask = (self._slots[:kv_len] <= positions)[:, None, None, :]  # [B, 1, 1, S]
-        h = self.model.hidden(tokens[:, None], positions, mask=mask, cache=self.cache, slots=positions,
-                              kv_len=kv_len)  # [B, 1, C]
+        h = self.model.hidden(tokens[:, None], positions, mask=mask, cache=self._views[tokens.shape[0]],
+                              slots=positions, kv_len=kv_len)  # [B, 1, C]
         logits = self.model.head(h[:, 0])[:, : self.vocab]  # [B, V]
         if not sample:
             return logits.argmax(-1)
         return _choose_tokens(logits, params[0], params[1], _uniform(keys, steps, self._token_hash))
 
     @torch.no_grad()
-    def _replay(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int) -> list[int]:
-        """The step as a CUDA graph for this kv_len, captured on first use (always sampling:
-        on a GPU the sampling arithmetic costs little and one graph per bucket is enough)."""
+    def _replay(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int, sample: bool) -> list[int]:
+        """The step as a CUDA graph for this (row bucket, kv_len, sampling), captured on first use."""
         if self._static_in is None:
-            self._static_in = (inputs.to(self.device), params.to(self.device))
-        static_inputs, static_params = self._static_in
+            self._static_in = (torch.zeros(4, self.max_batch, dtype=torch.long, device=self.device),
+                               torch.ones(2, self.max_batch, dtype=torch.float32, device=self.device))
+        batch = inputs.shape[1]
+        static_inputs, static_params = (t[:, :batch] for t in self._static_in)
         static_inputs.copy_(inputs)
         static_params.copy_(params)
-        if kv_len not in self._graphs:
+        key = (batch, kv_len, sample)
+        if key not in self._graphs:
             # Warm-up runs on the current inputs write the same keys/values the real step
             # writes, so they change nothing; they settle cuBLAS and the allocator before capture.
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
-                    self._step(static_inputs, static_params, kv_len, True)
+                    self._step(static_inputs, static_params, kv_len, sample)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = self._step(static_inputs, static_params, kv_len, True)
-            self._graphs[kv_len] = (graph, out)
-        graph, out = self._graphs[kv_len]
+                out = self._step(static_inputs, static_params, kv_len, sample)
+            self._graphs[key] = (graph, out)
+        graph, out = self._graphs[key]
         graph.replay()
         return out.tolist()

@@ -21,24 +21,43 @@ How the trie is run:
   chunk. After a chunk the path to its last node is kept and the rest dropped.
 - Logits are computed only at the parents of scored tokens, a few hundred rows at a time,
   so memory does not grow with vocabulary x context length.
+- Only about a quarter of the 128 x 128 blocks of a packed row's mask hold an ancestor pair.
+  On CUDA the mask is therefore a FlexAttention block mask and empty blocks cost nothing;
+  elsewhere (and as the reference in tests) it is a dense boolean mask for SDPA.
+
+A change here that can alter results beyond float rounding must bump ENGINE_VERSION
+(engine/__init__.py): it keys the request cache.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..model.tokenizer import common_prefix
 from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
 LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
 KEY_ALIGN = 16  # attention spans a multiple of this many cache slots: fused kernels want aligned masks
+FLEX_KEY_BUCKET = 1024  # with FlexAttention, key lengths are padded to a multiple of this (few shapes to compile)
+FLEX_BLOCK = 128  # FlexAttention's block size; query lengths are padded to a multiple of it
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def default_batch_tokens(args) -> int:
@@ -72,55 +91,119 @@ class _Trie:
     has_child: np.ndarray
 
 
-def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, list[int]]:
-    """A trie over `seqs`; returns it and, per sequence, the node of its last token.
+def build_trie(seqs: Sequence[Sequence[int]], share: bool = True) -> tuple[_Trie, np.ndarray]:
+    """A trie over `seqs` (token lists, or their `_key` bytes); returns it and, per sequence,
+    the node of its last token.
 
     With share=False every sequence gets its own nodes (the engine without prefix sharing,
-    used to check that sharing changes nothing).
+    used to check that sharing changes nothing). Python loops run per sequence, never per
+    node: sorted sequence j adds the nodes of its tokens past its common prefix with j - 1,
+    a contiguous run of preorder ids.
     """
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i]) if share else list(range(len(seqs)))
-    tokens: list[int] = []
-    parents: list[int] = []
-    depths: list[int] = []
-    last_node = [0] * len(seqs)
-    path: list[int] = []  # node ids along the previous sequence
-    prev = np.zeros(0, dtype=np.int64)
-    for i in order:
-        cur = np.asarray(seqs[i], dtype=np.int64)
-        common = 0
-        if share:
-            n = min(len(prev), len(cur))
-            diff = np.flatnonzero(prev[:n] != cur[:n])
-            common = int(diff[0]) if len(diff) else n
-        del path[common:]
-        for d in range(common, len(cur)):
-            parents.append(path[-1] if path else -1)
-            path.append(len(tokens))
-            tokens.append(int(cur[d]))
-            depths.append(d)
-        last_node[i] = path[-1]
-        prev = cur
-    parent = np.asarray(parents, dtype=np.int64)
-    end = np.arange(1, len(tokens) + 1, dtype=np.int64)
-    # Children come after their parent in preorder, so one backward sweep settles `end`.
-    for v in range(len(tokens) - 1, -1, -1):
-        p = parents[v]
-        if p >= 0 and end[v] > end[p]:
-            end[p] = end[v]
-    has_child = np.zeros(len(tokens), dtype=bool)
+    n = len(seqs)
+    # Each sequence as big-endian int32 bytes: byte order is token order, so sorting and common
+    # prefixes run as memcmp instead of comparing Python ints one by one.
+    keys = [_key(seq) for seq in seqs]
+    order = sorted(range(n), key=keys.__getitem__) if share else range(n)
+    ordered = [keys[i] for i in order]
+    del keys
+    length = np.fromiter(map(len, ordered), dtype=np.int64, count=n) // 4
+    common = np.zeros(n, dtype=np.int64)
+    if share and n > 1:
+        common[1:] = [common_prefix(a, b) // 4 for a, b in zip(ordered, ordered[1:])]
+    count = length - common  # new nodes per sorted sequence; 0 for a repeat of the one before
+    first = np.cumsum(count) - count  # id of each sequence's first new node
+    total = int(count.sum())
+    token = np.frombuffer(b"".join(k[4 * c :] for k, c in zip(ordered, common.tolist())), dtype=">i4")
+    token = token.astype(np.int64)
+    seg = np.repeat(np.arange(n), count)  # the sorted sequence that added each node
+    depth = np.arange(total) - first[seg] + common[seg]
+    parent = np.arange(-1, total - 1, dtype=np.int64)  # within a run, the node before
+    # A run's first node hangs at depth common-1 of the path it shares: the one of the latest
+    # earlier sequence whose own run starts above that depth (a strictly smaller `common`).
+    owner = np.full(n, -1, dtype=np.int64)
+    stack: list[int] = []
+    for j, c in enumerate(common.tolist()):
+        while stack and common[stack[-1]] >= c:
+            stack.pop()
+        owner[j] = stack[-1] if stack else -1
+        stack.append(j)
+    runs = np.flatnonzero(count > 0)
+    o = owner[runs]
+    parent[first[runs]] = np.where(common[runs] > 0, first[np.maximum(o, 0)] + common[runs] - 1 - common[np.maximum(o, 0)], -1)
+    # A subtree is contiguous in preorder and ends where its last child's ends: settle `end`
+    # one depth level at a time, deepest first (children of one parent are adjacent in a level).
+    end = np.arange(1, total + 1, dtype=np.int64)
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max(initial=0)) + 2))
+    for d in range(len(bounds) - 2, 0, -1):
+        nodes = by_depth[bounds[d] : bounds[d + 1]]
+        par = parent[nodes]
+        last = np.append(par[1:] != par[:-1], True)
+        end[par[last]] = end[nodes[last]]
+    has_child = np.zeros(total, dtype=bool)
     has_child[parent[parent >= 0]] = True
-    trie = _Trie(np.asarray(tokens, dtype=np.int64), parent, np.asarray(depths, dtype=np.int64), end, has_child)
-    return trie, last_node
+    # A repeated sequence ends where the latest sequence with nodes of its own ends.
+    latest = np.maximum.accumulate(np.where(count > 0, np.arange(n), 0))
+    last_sorted = first[latest] + count[latest] - 1
+    last_node = np.empty(n, dtype=np.int64)
+    last_node[np.fromiter(order, dtype=np.int64, count=n)] = last_sorted
+    return _Trie(token, parent, depth, end, has_child), last_node
+
+
+def _key(seq: Sequence[int] | bytes) -> bytes:
+    """Token ids as big-endian int32 bytes (bytes pass through unchanged)."""
+    if isinstance(seq, bytes):
+        return seq
+    a = array("i", seq)
+    if sys.byteorder == "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+ENCODE_CHUNK = 4096  # requests tokenised at once: bounds the Python token lists alive together
+
+
+def encode_requests(tokenizer, requests: Sequence[LoglikelihoodRequest], window: int):
+    """(sequences as `_key` bytes, continuation tokens scored, truncated flags, tokens a
+    one-row-per-request scorer would run) for `requests`.
+
+    A sequence is BOS + context + continuation, cut from the left to its last window + 1
+    tokens. Requests are tokenised a chunk at a time and kept as compact byte keys (4 bytes a
+    token instead of a Python int and a pointer), a shared context's converted once.
+    """
+    seqs, n_cont, truncated, naive = [], [], [], 0
+    for lo in range(0, len(requests), ENCODE_CHUNK):
+        chunk = requests[lo : lo + ENCODE_CHUNK]
+        pairs = tokenizer.encode_pairs([(r.context, r.continuation) for r in chunk])
+        ctx_keys: dict[int, bytes] = {}  # id of a context list (alive in `pairs`) -> its key
+        for ctx, cont in pairs:
+            if id(ctx) not in ctx_keys:
+                ctx_keys[id(ctx)] = _key(ctx)
+            full, length = ctx_keys[id(ctx)] + _key(cont), len(ctx) + len(cont)
+            cut = length - 1 > window
+            if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
+                full, length = full[-4 * (window + 1) :], window + 1
+            seqs.append(full)
+            n_cont.append(min(len(cont), length - 1))
+            truncated.append(cut)
+            naive += (length - 1) if cont else 0
+    return seqs, n_cont, truncated, naive
 
 
 class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
     def __init__(self, model, tokenizer, batch_tokens: int | None = None, share_prefixes: bool = True,
-                 max_len: int | None = None, token_logprobs=None):
+                 max_len: int | None = None, token_logprobs=None, flex: bool | None = None):
         """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
         computes the scored tokens' log-probs from hidden rows; the default materialises the
-        logits of P rows; a vocabulary-parallel model passes one that never gathers them."""
+        logits of P rows; a vocabulary-parallel model passes one that never gathers them.
+
+        flex: attend through a FlexAttention block mask (only blocks with an ancestor pair are
+        computed) instead of dense SDPA with a boolean mask; default: on CUDA where PyTorch has
+        FlexAttention. Shapes are then padded (queries to batch_tokens, keys to a multiple of
+        FLEX_KEY_BUCKET) so that its kernels compile for a handful of shapes only."""
         self.model = model
         self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
@@ -128,6 +211,8 @@ class Scorer:
         self.share_prefixes = share_prefixes
         self.window = max_len or model.args.max_seq_len
         self.stats = ScoringStats()
+        on_cuda = model.tok_embeddings.weight.device.type == "cuda"
+        self.flex = (on_cuda and flex_available()) if flex is None else flex
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         out: list[LoglikelihoodResult | None] = [None] * len(requests)
@@ -137,16 +222,8 @@ class Scorer:
 
     def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
         """Yield (request index, result) as each request's last scored token is computed."""
-        seqs, n_cont, truncated = [], [], []
-        for ctx, cont in self.tokenizer.encode_pairs([(r.context, r.continuation) for r in requests]):
-            full = ctx + cont
-            cut = len(full) - 1 > self.window
-            if cut:  # keep the last window+1 tokens: the window's inputs plus the last target
-                full = full[-(self.window + 1):]
-            seqs.append(full)
-            n_cont.append(min(len(cont), len(full) - 1))
-            truncated.append(cut)
-            self.stats.tokens_naive += (len(full) - 1) if cont else 0
+        seqs, n_cont, truncated, naive = encode_requests(self.tokenizer, requests, self.window)
+        self.stats.tokens_naive += naive
         self.stats.requests += len(requests)
         self.stats.truncated += sum(truncated)
 
@@ -161,16 +238,18 @@ class Scorer:
             return
         trie, last = build_trie([seqs[i] for i in live], self.share_prefixes)
 
-        # Scored targets: the last n_cont nodes of each request's path, read at their parent.
-        target_node, target_req = [], []
-        for j, i in enumerate(live):
-            v = last[j]
-            for _ in range(n_cont[i]):
-                target_node.append(v)
-                target_req.append(i)
-                v = int(trie.parent[v])
-        tnode = np.asarray(target_node, dtype=np.int64)
-        treq = np.asarray(target_req, dtype=np.int64)
+        # Scored targets: the last n_cont nodes of each request's path, read at their parent;
+        # walked up one level at a time for all requests together.
+        req_ids = np.asarray(live, dtype=np.int64)
+        left = np.asarray([n_cont[i] for i in live], dtype=np.int64)
+        node, nodes, reqs = last, [], []
+        while len(node):
+            nodes.append(node)
+            reqs.append(req_ids)
+            left = left - 1
+            more = left > 0
+            node, req_ids, left = trie.parent[node[more]], req_ids[more], left[more]
+        tnode, treq = np.concatenate(nodes), np.concatenate(reqs)
         tparent = trie.parent[tnode]
         by_parent = np.argsort(tparent, kind="stable")
         tnode, treq, tparent = tnode[by_parent], treq[by_parent], tparent[by_parent]
@@ -192,7 +271,11 @@ class Scorer:
         model = self.model
         device = model.tok_embeddings.weight.device
         run_nodes = np.flatnonzero(trie.has_child)  # preorder
-        cache = model.new_cache(1, _round_up(self.window + self.batch_tokens, KEY_ALIGN))
+        q_pad = _round_up(self.batch_tokens, FLEX_BLOCK)  # the query length of every flex forward
+        cache_len = _round_up(self.window + (q_pad if self.flex else self.batch_tokens),
+                              FLEX_KEY_BUCKET if self.flex else KEY_ALIGN)
+        cache = model.new_cache(1, cache_len)
+        block_masks = TreeBlockMasks(q_pad, cache_len, device) if self.flex else None
         stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
         t_lo = 0  # targets are sorted by parent, and parents come in preorder
         for c0 in range(0, len(run_nodes), self.batch_tokens):
@@ -205,16 +288,26 @@ class Scorer:
                 stack = stack[anc]
             keys = np.concatenate([stack, chunk])
             n_stack, n = len(stack), len(chunk)
-            kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
-            mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
+            tokens, depths = trie.token[chunk], trie.depth[chunk]
+            if self.flex:
+                # Padding queries attend nothing; their keys, written past the real ones, are
+                # nobody's ancestors.
+                t = q_pad
+                kv_len = min(_round_up(n_stack + t, FLEX_KEY_BUCKET), cache_len)
+                tokens, depths = (np.concatenate([a, np.zeros(t - n, dtype=np.int64)]) for a in (tokens, depths))
+                mask = block_masks(chunk, keys, trie.end[keys], kv_len)
+            else:
+                t = n
+                kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
+                mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
             h = model.hidden(
-                torch.as_tensor(trie.token[chunk], device=device)[None],
-                torch.as_tensor(trie.depth[chunk], device=device),
+                torch.as_tensor(tokens, device=device)[None],
+                torch.as_tensor(depths, device=device),
                 mask=mask,
                 cache=cache,
-                slots=torch.arange(n_stack, n_stack + n, device=device),
+                slots=torch.arange(n_stack, n_stack + t, device=device),
                 kv_len=kv_len,
-            )[0]  # [N, C]
+            )[0, :n]  # [N, C]
             self.stats.tokens_run += n
             self.stats.forwards += 1
             stack = keys
@@ -255,6 +348,40 @@ class Scorer:
             lps.append(lp)
             hits.append(hit)
         return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()
+
+
+class TreeBlockMasks:
+    """FlexAttention BlockMasks with the rule of `Scorer._tree_mask` (query node i may attend key
+    node j iff j <= i < end[j]), for queries of q_len and keys of up to max_kv slots.
+
+    One mask function for the whole run, reading node ids from buffers refilled in place, so
+    the compiled kernels see the same function every call. Key slots past the keys hold node -1
+    with end -1 (never allowed); padding queries hold node -2 (they attend nothing).
+    """
+
+    def __init__(self, q_len: int, max_kv: int, device):
+        self.q_len, self.device = q_len, device
+        self.q = torch.full((q_len,), -2, dtype=torch.long, device=device)
+        self.k = torch.full((max_kv,), -1, dtype=torch.long, device=device)
+        self.e = torch.full((max_kv,), -1, dtype=torch.long, device=device)
+        q, k, e = self.q, self.k, self.e
+
+        def ancestor(b, h, q_idx, kv_idx):
+            return (k[kv_idx] <= q[q_idx]) & (q[q_idx] < e[kv_idx])
+
+        self.mask_mod = ancestor
+
+    def __call__(self, queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, kv_len: int):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        self.q.fill_(-2)
+        self.k.fill_(-1)
+        self.e.fill_(-1)
+        self.q[: len(queries)] = torch.as_tensor(queries, device=self.device)
+        self.k[: len(keys)] = torch.as_tensor(keys, device=self.device)
+        self.e[: len(keys)] = torch.as_tensor(key_ends, device=self.device)
+        return create_block_mask(self.mask_mod, None, None, self.q_len, kv_len, device=self.device,
+                                 BLOCK_SIZE=FLEX_BLOCK)
 
 
 def full_vocab_logprobs(model, h: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor):

@@ -15,6 +15,7 @@ the generator decodes rows that are at different lengths.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -121,6 +122,27 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.flatten(-2).type_as(x)
 
 
+class LayerCache:
+    """One layer's keys and values, k/v: [B, Hkv, S, D] views into a KVCache's storage."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v
+
+    def write(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k/v ([B, Hkv, T, D]) at `slots`: [T] (same for every row) or [B, T]."""
+        if slots.dim() == 1:
+            self.k.index_copy_(2, slots, k)
+            self.v.index_copy_(2, slots, v)
+        else:
+            index = slots[:, None, :, None].expand_as(k)
+            self.k.scatter_(2, index, k)
+            self.v.scatter_(2, index, v)
+
+    def read(self, kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of slots [0, kv_len): [B, Hkv, kv_len, D] each (views)."""
+        return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
+
+
 class KVCache:
     """Keys and values of every layer for `batch` rows of `max_len` slots each.
 
@@ -131,21 +153,24 @@ class KVCache:
     applied before writing, so slots and positions are independent.
     """
 
-    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
-                 device: torch.device | str, dtype: torch.dtype):
-        shape = (n_layers, batch, kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v  # [L, B, Hkv, S, D]
+        self.layers = [LayerCache(k[i], v[i]) for i in range(k.shape[0])]
 
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k/v ([B, Hkv, T, D]) at `slots`: [T] (same for every row) or [B, T]."""
-        if slots.dim() == 1:
-            self.k[layer].index_copy_(2, slots, k)
-            self.v[layer].index_copy_(2, slots, v)
-        else:
-            index = slots[:, None, :, None].expand_as(k)
-            self.k[layer].scatter_(2, index, k)
-            self.v[layer].scatter_(2, index, v)
+    @classmethod
+    def allocate(cls, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype) -> "KVCache":
+        shape = (n_layers, batch, kv_heads, max_len, head_dim)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def rows(self, n: int) -> "KVCache":
+        """A cache over rows [0, n) of this one, sharing its storage (a fixed address per n, so
+        a CUDA graph captured on it stays valid)."""
+        return KVCache(self.k[:, :n], self.v[:, :n])
 
     def keep(self, slots: torch.Tensor) -> None:
         """Move the entries at `slots` ([n]) of every row to slots [0, n), in that order."""
@@ -160,6 +185,56 @@ class KVCache:
         self.v[:, dst_rows, :, :length] = source.v[:, src_rows, :, :length]
 
 
+@dataclass(frozen=True)
+class ForwardInputs:
+    """What every layer of one forward needs besides the hidden states; built once per forward
+    by `Transformer.hidden`, so nothing here is recomputed per layer.
+
+    rope: cos, sin [T or B, T, D/2] float32. bias: additive attention bias [B or 1, 1, T, K] in
+    the activations' dtype (0 where allowed, -inf elsewhere), or None for plain causal over the
+    T new tokens. block_mask: instead of a bias, a FlexAttention BlockMask (block-sparse: only
+    blocks with an allowed pair are computed). slots: where the new keys/values go in the cache
+    ([T] or [B, T]); kv_len: the cache slots attended over.
+    """
+
+    rope: tuple[torch.Tensor, torch.Tensor]
+    bias: torch.Tensor | None
+    slots: torch.Tensor | None = None
+    kv_len: int = 0
+    block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
+
+
+@functools.cache
+def _compiled_flex():
+    """FlexAttention compiled (fused, block-sparse kernels); built once per process, on first use."""
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return torch.compile(flex, dynamic=False)
+
+
+def flex_attention(q, k, v, block_mask, grouped: bool) -> torch.Tensor:
+    """FlexAttention: compiled on CUDA; on other devices PyTorch's eager reference, which
+    computes the same numbers densely (tests compare it with SDPA)."""
+    if q.is_cuda:
+        return _compiled_flex()(q, k, v, block_mask=block_mask, enable_gqa=grouped)
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return flex(q, k, v, block_mask=block_mask, enable_gqa=grouped)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+               grouped: bool) -> torch.Tensor:
+    """SDPA with the kernel pinned where a bias is passed on CUDA: the memory-efficient kernel
+    takes any bias; left to choose, recent PyTorch sends masked bf16 calls to cuDNN, which
+    builds a graph per new shape (scoring sees a hundred shapes)."""
+    if bias is not None and q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=grouped)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None, enable_gqa=grouped)
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -169,28 +244,27 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                cache: KVCache | None, layer: int, slots: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inputs: ForwardInputs, cache: LayerCache | None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, -1, self.head_dim)  # [B, T, H, D]
         k = self.wk(x).view(B, T, -1, self.head_dim)  # [B, T, Hkv, D]
         v = self.wv(x).view(B, T, -1, self.head_dim)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k = apply_rotary(q, *inputs.rope), apply_rotary(k, *inputs.rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|Hkv, T, D]
         if cache is not None:
-            cache.write(layer, slots, k, v)
-            k, v = cache.k[layer, :, :, :kv_len], cache.v[layer, :, :, :kv_len]  # [B, Hkv, S, D]
+            cache.write(inputs.slots, k, v)
+            k, v = cache.read(inputs.kv_len)  # [B, Hkv, S, D]
         grouped = self.kv_heads != self.n_heads
-        if grouped and mask is not None:
+        if inputs.block_mask is not None:
+            out = flex_attention(q, k, v, inputs.block_mask, grouped)  # [B, H, T, D]
+            return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+        if grouped and inputs.bias is not None:
             # The fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
             # then runs its unfused kernel, O(T x S) memory per head), so give each query head its own.
             k = k.repeat_interleave(self.n_heads // self.kv_heads, dim=1)  # [B, H, S, D]
             v = v.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
             grouped = False
-        # Boolean mask, True where attention is allowed; None means plain causal.
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=grouped
-        )  # [B, H, T, D]
+        out = _attention(q, k, v, inputs.bias, grouped)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -213,8 +287,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, rope, mask, cache, layer, slots, kv_len):
-        h = x + self.attention(self.attention_norm(x), rope, mask, cache, layer, slots, kv_len)
+    def forward(self, x: torch.Tensor, inputs: ForwardInputs, cache: LayerCache | None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), inputs, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -234,7 +308,7 @@ class Transformer(nn.Module):
         w = self.tok_embeddings.weight
         # Head counts come from the modules: a tensor-parallel rank holds only its own kv heads.
         a, kv_heads = self.args, self.layers[0].attention.kv_heads
-        return KVCache(a.n_layers, batch, kv_heads, max_len, a.head_dim, w.device, w.dtype)
+        return KVCache.allocate(a.n_layers, batch, kv_heads, max_len, a.head_dim, w.device, w.dtype)
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
                mask: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -243,7 +317,8 @@ class Transformer(nn.Module):
 
         tokens: [B, T]. positions: rotary positions, [T] or [B, T]; default 0..T-1.
         mask: boolean [B or 1, 1, T, K], True where a query may attend to a key; K is T
-        without a cache and kv_len with one. None means causal over the T new tokens.
+        without a cache and kv_len with one. None means causal over the T new tokens. A
+        FlexAttention BlockMask over (T, kv_len) may stand in for the boolean mask.
         cache/slots/kv_len: write the new keys/values at `slots` of `cache` ([T] or [B, T])
         and attend over cache slots [0, kv_len) instead of the new tokens alone.
         """
@@ -253,10 +328,16 @@ class Transformer(nn.Module):
         if cache is not None:
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
-        rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta, self.args.rope_scaling)
         h = self.tok_embeddings(tokens)
+        bias = block_mask = None
+        if isinstance(mask, torch.Tensor):  # converted once here, not by every layer's attention call
+            bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(~mask, float("-inf"))
+        elif mask is not None:
+            block_mask = mask
+        rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta, self.args.rope_scaling)
+        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask)
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, mask, cache, i, slots, kv_len)
+            h = layer(h, inputs, None if cache is None else cache.layers[i])
         return h
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
