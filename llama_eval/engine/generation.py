@@ -407,7 +407,7 @@ class Generator:
         """Take the chosen token into the row; True when the row is finished."""
         row.generated += 1
         self.stats.generated_tokens += 1
-        if token == self.tokenizer.eos_id:
+        if token in self.tokenizer.eos_ids:  # end of text, or (Llama 3) end of turn
             return True
         stopped = row.text.push(token)
         if stopped or row.generated == request.max_new_tokens:
