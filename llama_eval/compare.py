@@ -19,6 +19,7 @@ import pandas as pd
 
 from .config import results_fields
 from .errors import UserError
+from .metrics import mcnemar_exact, paired_bootstrap
 from .reporting import SAMPLE_COLUMNS, Run
 from .tables import PAPER_TABLES
 
@@ -226,36 +227,6 @@ def paired_test(x: np.ndarray, y: np.ndarray, seed: int = 0, resamples: int = 10
     low, high, p = paired_bootstrap(x, y, seed, resamples)
     return {"test": "bootstrap", "p_value": p, "ci_low": 100 * low, "ci_high": 100 * high,
             "significant": bool(low > 0 or high < 0)}
-
-
-def mcnemar_exact(lost: int, gained: int) -> float:
-    """Two-sided exact McNemar p-value: P(a split of the discordant pairs at least this uneven).
-
-    Under no change each of the n = lost + gained discordant documents goes either way with
-    probability 1/2, so p = 2 * P(Binomial(n, 1/2) <= min(lost, gained)), capped at 1.
-    Computed with exact integers: n can be in the thousands (MMLU has 14,042 questions).
-    """
-    n, k = lost + gained, min(lost, gained)
-    tail, term = 0, 1  # term = C(n, i)
-    for i in range(k + 1):
-        tail += term
-        term = term * (n - i) // (i + 1)
-    return min(1.0, 2 * tail / 2**n)
-
-
-def paired_bootstrap(x: np.ndarray, y: np.ndarray, seed: int = 0,
-                     resamples: int = 10_000) -> tuple[float, float, float]:
-    """(low, high) of the 95% percentile interval of mean(y - x), and a two-sided p-value."""
-    d = np.asarray(y, dtype=float) - np.asarray(x, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 4_000_000 // len(d))  # bounds memory at a few million indices per step
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        means[start:stop] = d[rng.integers(0, len(d), size=(stop - start, len(d)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    p = min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean()))
-    return float(low), float(high), float(p)
 
 
 def format_compare(result: Comparison) -> str:

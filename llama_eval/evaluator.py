@@ -29,6 +29,7 @@ from .engine import ENGINE_VERSION
 from .engine.runner import Engine
 from .engine.window import WindowFit
 from .errors import UserError
+from .model.presets import PAPER_MODELS
 from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
 from .requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult, Request, Result
 from .tasks.base import Doc, DocScore, MetricValue, Settings, Task
@@ -344,7 +345,7 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
 
         cache = ResultCache(config.cache or run_dir / "cache.sqlite", cache_namespace(info.fingerprint, info.dtype, ENGINE_VERSION))
     date = previous["date"] if previous and previous.get("config_hash") == chash else _now()
-    writer = ResultWriter(run_dir, label, config.paper_model or reporting.PAPER_MODELS.get(config.model),
+    writer = ResultWriter(run_dir, label, config.paper_model or PAPER_MODELS.get(config.model),
                           f"{label}-{chash}", chash, date)
     meta = {"run_id": writer.run_id, "version": __version__, "engine_version": ENGINE_VERSION,
             "date": writer.date, "config_hash": chash, "base_hash": config_hash(config, info.fingerprint, base=True),

@@ -31,7 +31,6 @@ import pandas as pd
 
 from . import __version__
 from .errors import UserError
-from .model import presets
 from .tasks.base import DocScore, MetricValue
 
 SAMPLE_COLUMNS = ("task", "shots", "doc_id", "prediction", "gold", "correct")  # metrics, extra follow
@@ -48,8 +47,6 @@ _SUMMARY_KEY = ["model", "task", "shots", "group", "metric"]
 # on GPT-3's and Chinchilla's MMLU categories; the paper's Table 9 is the one kept).
 PAPER_FILES = ("llama1_paper.csv", "llama1_paper_mmlu_subjects.csv", "llama2_paper.csv")
 
-# The paper's name for the models of our presets: the preset record's (model/presets.py).
-PAPER_MODELS = presets.PAPER_MODELS
 
 # The paper prints a task's overall number under another name in one case.
 _OVERALL_NAME = {"MMLU": "MMLU-Average"}
@@ -95,7 +92,7 @@ def summary_rows(model: str, paper_model: str | None, task: str, paper_name: str
     """summary.csv rows for one task at one shot count, with the paper's number beside ours.
 
     model: our label for the model (the row label in tables); paper_model: the paper's name of
-    the same model (PAPER_MODELS), or None for a model the paper has not evaluated; paper_name:
+    the same model (model/presets.py's paper_model), or None for a model the paper has not evaluated; paper_name:
     the task's name in the paper (Task.paper_name). `date` is the run's start time, passed in
     so that a resumed run writes the same file. A number the paper lacks is NaN.
     """

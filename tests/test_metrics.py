@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from llama_eval.metrics import (canonical_number, exact_match, extract_number, majority_vote, mean_stderr,
-                                normalize_answer, numbers_equal, pass_at_k, weighted_mean)
+from llama_eval.metrics import (canonical_number, exact_match, extract_number, majority_vote, mcnemar_exact, mean_stderr,
+                                normalize_answer, numbers_equal, paired_bootstrap, pass_at_k, weighted_mean)
 
 
 # -- pass@k ---------------------------------------------------------------------------------
@@ -150,3 +150,29 @@ def test_mean_stderr_matches_statistics_module():
 
 def test_weighted_mean():
     assert weighted_mean([50.0, 80.0], [1.0, 3.0]) == pytest.approx(72.5)
+
+
+def test_mcnemar_equals_brute_force_enumeration():
+    # Under no change each discordant document flips either way with probability 1/2: count the
+    # splits at least as uneven as the observed one among all 2^n equally likely ones.
+    for lost, gained in [(0, 0), (1, 0), (3, 1), (5, 5), (9, 2), (0, 12), (7, 6)]:
+        n = lost + gained
+        extreme = sum(abs(2 * sum(s) - n) >= abs(lost - gained)
+                      for s in itertools.product((0, 1), repeat=n))
+        assert mcnemar_exact(lost, gained) == pytest.approx(extreme / 2**n, rel=1e-12)
+
+
+def test_mcnemar_handles_thousands_of_documents():
+    # 2^6100 is beyond float range; reference value: scipy.stats.binomtest(3000, 6100).pvalue
+    assert mcnemar_exact(3100, 3000) == pytest.approx(0.2049495446515585, rel=1e-9)
+
+
+def test_paired_bootstrap_on_differences_whose_distribution_is_known():
+    x = [0.0, 1.0, 0.5, 0.25] * 10
+    low, high, p = paired_bootstrap(x, [v + 0.1 for v in x])  # every resample's mean difference is 0.1
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.1) and p == 0.0
+    assert paired_bootstrap(x, x) == (0.0, 0.0, 1.0)  # no difference at all
+    # One document of 40 differs by 1: a resample's mean is (copies drawn)/40, and a resample
+    # misses it with probability (39/40)^40, so P(mean <= 0) is about 0.36 and p about 0.73.
+    low, high, p = paired_bootstrap(x, x[:-1] + [x[-1] + 1.0], resamples=20_000)
+    assert low == 0.0 and p == pytest.approx(2 * (39 / 40) ** 40, abs=0.03)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -11,7 +10,8 @@ import pandas as pd
 import pytest
 
 from llama_eval.errors import UserError
-from llama_eval.compare import compare, format_compare, mcnemar_exact, paired_bootstrap
+from llama_eval.compare import compare, format_compare
+from llama_eval.metrics import paired_bootstrap
 from llama_eval.reporting import (
     PAPER_FILES, Run, load_paper_numbers, load_run, paper_task, paper_value, read_summary, summary_rows,
     write_samples, write_summary,
@@ -169,21 +169,6 @@ def _run(name: str, correct: list[float], ids: list[str] | None = None, extra_me
         df["pass@10"] = extra_metric
     return Run(name, pd.DataFrame(columns=["model", "task", "shots", "group", "metric", "value"]),
                {"piqa": df})
-
-
-def test_mcnemar_equals_brute_force_enumeration():
-    # Under no change each discordant document flips either way with probability 1/2: count the
-    # splits at least as uneven as the observed one among all 2^n equally likely ones.
-    for lost, gained in [(0, 0), (1, 0), (3, 1), (5, 5), (9, 2), (0, 12), (7, 6)]:
-        n = lost + gained
-        extreme = sum(abs(2 * sum(s) - n) >= abs(lost - gained)
-                      for s in itertools.product((0, 1), repeat=n))
-        assert mcnemar_exact(lost, gained) == pytest.approx(extreme / 2**n, rel=1e-12)
-
-
-def test_mcnemar_handles_thousands_of_documents():
-    # 2^6100 is beyond float range; reference value: scipy.stats.binomtest(3000, 6100).pvalue
-    assert mcnemar_exact(3100, 3000) == pytest.approx(0.2049495446515585, rel=1e-9)
 
 
 def test_compare_flags_a_planted_drop():
