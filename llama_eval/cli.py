@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from .errors import UserError
-from .config import RunConfig
+from .config import DTYPES, SANDBOX_TIMEOUT_S, RunConfig
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -66,7 +66,7 @@ def _model_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--max-len", type=int, default=DEFAULTS["max_len"],
                    help="context window in tokens, which sizes the KV cache (default: the model's, at most 8192)")
     p.add_argument("--device", default=DEFAULTS["device"], help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default=DEFAULTS["dtype"], choices=DTYPES,
                    help="default: bfloat16 on cuda, float32 on cpu")
 
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"],
                    help="tokens per scoring forward (default: twice the model width)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS["max_batch"], help="rows decoded together (default: %(default)s)")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="default: %(default)s")
+    p.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="default: %(default)s")
 
     p = _sub(sub, "score", common, "log-likelihoods for your own {id, context, continuation} lines",
              "llama-eval score --model 7b --requests pairs.jsonl --output scores.jsonl")
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="any --model spec: preset, folder, file or Hugging Face id")
     p.add_argument("dst", type=Path, help="a new folder")
     p.add_argument("--to", required=True, choices=["hf", "meta"], help="the layout to write")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: as the weights are stored")
+    p.add_argument("--dtype", choices=DTYPES, help="default: as the weights are stored")
     p.add_argument("--tokenizer", help="tokenizer.model or tokenizer.json, if not beside the weights")
 
     p = _sub(sub, "execute", common, "check code completions produced elsewhere in the sandbox; pass@k",
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", type=Path, help="HumanEval.jsonl.gz (default: <data-dir>/humaneval/HumanEval.jsonl.gz)")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="folder of release files holding humaneval/")
     p.add_argument("--k", type=_ints, default=(1, 10, 100), help="k values of pass@k (default: 1,10,100)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=SANDBOX_TIMEOUT_S, help="seconds per program (default: %(default)s)")
     p.add_argument("--allow-code-execution", action="store_true", help="required: the samples are model-written code")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="run that code even where the sandbox has no kernel isolation (limits only)")

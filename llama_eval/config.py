@@ -17,6 +17,9 @@ from typing import Any
 
 from .errors import UserError
 
+DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes by name (model/checkpoint.py maps them)
+SANDBOX_TIMEOUT_S = 10.0  # seconds one model-written program may run (NOT STATED by the paper)
+
 # The scorer's packed rows carry a (tokens x tokens) attention mask: past this many tokens per
 # forward the mask alone outgrows any GPU's memory, with nothing gained in speed.
 MAX_BATCH_TOKENS = 16384

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from .engine.scoring import LOGIT_ROWS, default_batch_tokens
+from .config import RunConfig
 from .errors import UserError
 from .model.llama import ModelArgs
 from .model.presets import PRESETS, preset
@@ -113,7 +114,7 @@ def generates(tasks: Sequence[str] | None) -> bool:
 
 def plan_memory(model: str | ModelArgs, gpus: int, gpu_memory_gb: float, tp: int | None = None,
                 batch_tokens: int | None = None, window: int | None = None, dtype: str = "bfloat16",
-                max_batch: int = 32, tasks: Sequence[str] | None = None) -> dict:
+                max_batch: int = RunConfig.max_batch, tasks: Sequence[str] | None = None) -> dict:
     """The memory one rank needs and whether it fits in gpu_memory_gb (GiB, as nvidia-smi's
     80 GB H100 has 80 GiB); tp None chooses the smallest tensor-parallel size that fits.
     tasks: the run's tasks; the generation cache is counted only if one of them generates
@@ -190,7 +191,7 @@ def format_plan(report: dict) -> str:
 
 
 def cmd_plan_text(model: str, gpus: int, gpu_memory: float, tp: int | None = None, batch_tokens: int | None = None,
-                  max_batch: int = 32, window: int | None = None, dtype: str = "bfloat16",
+                  max_batch: int = RunConfig.max_batch, window: int | None = None, dtype: str = "bfloat16",
                   tasks: Sequence[str] | None = None) -> str:
     """What `llama-eval plan` prints."""
     return format_plan(plan_memory(model, gpus, gpu_memory, tp, batch_tokens, window, dtype, max_batch, tasks))

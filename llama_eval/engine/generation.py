@@ -45,6 +45,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..config import RunConfig
 from ..errors import UserError
 from ..model.llama import Transformer
 from ..model.tokenizer import common_prefix
@@ -217,7 +218,7 @@ class Generator:
     prefill_tokens bounds the tokens (padding included) of one batched prefill forward.
     """
 
-    def __init__(self, model: Transformer, tokenizer, max_batch: int = 32, max_len: int | None = None,
+    def __init__(self, model: Transformer, tokenizer, max_batch: int = RunConfig.max_batch, max_len: int | None = None,
                  use_cuda_graphs: bool | None = None, prefill_tokens: int = 4096):
         window = model.args.max_seq_len
         max_len = window if max_len is None else max_len

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
+from ..config import SANDBOX_TIMEOUT_S
 from ..errors import UserError
 from .folders import remove_tree
 
@@ -154,7 +155,7 @@ def require_isolation(allow_unsandboxed: bool) -> Isolation:
     return isolation
 
 
-def check_program(program: str | Check, timeout: float = 10.0, limits: Limits | None = None,
+def check_program(program: str | Check, timeout: float = SANDBOX_TIMEOUT_S, limits: Limits | None = None,
                   allow_unsandboxed: bool = False) -> ExecResult:
     """Run one sample in the sandbox (a plain program when given a string).
 
@@ -166,7 +167,7 @@ def check_program(program: str | Check, timeout: float = 10.0, limits: Limits | 
     return result
 
 
-def check_many(programs: Sequence[str | Check], timeout: float = 10.0, workers: int | None = None,
+def check_many(programs: Sequence[str | Check], timeout: float = SANDBOX_TIMEOUT_S, workers: int | None = None,
                limits: Limits | None = None, allow_unsandboxed: bool = False) -> list[ExecResult]:
     """check_program over many samples in parallel workers; results in input order."""
     return list(iter_checks(programs, timeout, workers, limits or Limits(), allow_unsandboxed))

@@ -27,9 +27,10 @@ from typing import Callable
 import torch
 import torch.distributed as td
 
+from ..config import RunConfig
 from ..errors import UserError
 
-DEFAULT_TIMEOUT_S = 1800.0  # longest wait in one collective before the run stops (--dist-timeout)
+DEFAULT_TIMEOUT_S = RunConfig.dist_timeout  # longest wait in one collective before the run stops
 _FAILURE_KEY = "llama_eval/failure"  # rendezvous-store key where the first failing rank says why
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from .. import execution
+from ..config import SANDBOX_TIMEOUT_S
 from ..errors import UserError
 from ..metrics import pass_at_k
 from .base import DocScore, Settings, Task
@@ -22,7 +23,7 @@ SAMPLES = 200  # samples per problem and regime when --samples is not given
 PASS1_TEMPERATURE = 0.1  # the paper's temperature for pass@1
 SAMPLED_TEMPERATURE = 0.8  # the paper's temperature for pass@k, k > 1
 TOP_P = "0.95"  # NOT STATED for LLaMA 1; the Llama 2 paper's value for the same numbers
-TIMEOUT = "10"  # seconds per program (NOT STATED)
+TIMEOUT = f"{SANDBOX_TIMEOUT_S:g}"  # seconds per program, as text (an option default)
 
 Regime = tuple[dict[str, Any], tuple[int, ...]]  # (GenerationRequest fields, the k scored on its samples)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import execution
+from ..config import SANDBOX_TIMEOUT_S
 from ..errors import UserError
 from ..metrics import pass_at_k
 from . import code, data
@@ -102,7 +103,7 @@ def read_samples(path: Path, problems: dict[str, Doc]) -> list[tuple[str, str]]:
 
 
 def execute_samples(samples_path: Path, problems: dict[str, Doc], output_path: Path, ks: Sequence[int] = (1, 10, 100),
-                    timeout: float = 10.0, workers: int | None = None, allow_unsandboxed: bool = False) -> dict[str, float]:
+                    timeout: float = SANDBOX_TIMEOUT_S, workers: int | None = None, allow_unsandboxed: bool = False) -> dict[str, float]:
     """Grade every sample of a JSON-lines file in the sandbox and return pass@k in percent.
 
     Output: one line {task_id, completion, status, detail} per sample, in input order, written
