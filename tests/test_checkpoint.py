@@ -201,6 +201,7 @@ def test_llama2c_size_and_version_are_checked(tmp_path):
         load_checkpoint(file, device="cpu", tokenizer=TINY_TOKENIZER)
 
 
+@pytest.mark.slow
 def test_stories260k_greedy_sample(shared_data):
     """llama2.c's doc/stories260K.md prints this temperature-0 sample from BOS."""
     folder = shared_data / "model" / "stories260K"

@@ -262,6 +262,7 @@ def test_tensor_parallel_scores_equal_one_process(tp_reports, reference, n_shard
         np.testing.assert_allclose([r.logprob for r in got], [r.logprob for r in ref_scores], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_shards", SHARDS)
 def test_tensor_parallel_generation_equals_one_process(tp_reports, reference, n_shards):
     # Greedy and seeded sampling both read whole logit rows, gathered across the ranks.

@@ -106,6 +106,7 @@ def test_killed_run_resumes_and_ends_with_the_same_files(tmp_path):
     assert stats == {"reused": 0, "computed": 600}
 
 
+@pytest.mark.slow
 def test_compare_flags_a_planted_difference(tmp_path, capsys):
     model = write_meta_checkpoint(tmp_path / "model", dim=64, layers=2)
     data = write_piqa(tmp_path / "data", 60)
