@@ -53,7 +53,7 @@ def main() -> None:
     for mode in ("cut_from_left", "drop_shots"):
         start = time.monotonic()
         if mode == "drop_shots":
-            fit_to_window(runs, dataclasses.replace(settings, fits=WindowFit(tok, args.window)))
+            fit_to_window(runs, dataclasses.replace(settings, fits=WindowFit(tok, args.window)), None, args.window)
         reqs = [r for run in runs for reqs in run.requests for r in reqs if isinstance(r, LoglikelihoodRequest)]
         out = {"task": args.task, "mode": mode, "window": args.window, **scorer_plan(reqs, tok, args.window),
                "documents_with_fewer_shots": sum(u < run.shots for run in runs for u in run.shots_used),

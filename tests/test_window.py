@@ -56,7 +56,7 @@ def test_real_mmlu_drops_whole_shots_and_nothing_is_cut(shared_data, llama_token
     config = RunConfig(model="random:tiny", tasks=("mmlu",), data_dir=str(shared_data))
     settings = dataclasses.replace(settings_of(config), fits=WindowFit(tok, 2048))
     [run] = plan(config, settings)
-    fit_to_window([run], settings)
+    fit_to_window([run], settings, None, 2048)
     fewer = [i for i, used in enumerate(run.shots_used) if used < 5]
     assert len(fewer) == 522
     assert Counter(run.docs[i]["subject"] for i in fewer) == {
