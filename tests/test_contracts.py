@@ -149,3 +149,11 @@ def test_tasks_command_describes_a_task_and_its_options(capsys):
     out = capsys.readouterr().out
     assert "RACE-middle" in out and "--option race_scoring='calibrated' (calibrated | chars)" in out
     assert "race_calibration_context" in out
+
+
+def test_a_task_declaring_no_files_is_its_own_source():
+    registry.include(SAMPLE_DATA.parents[2] / "examples" / "capitals.py")
+    capitals = registry.get_task("capitals")
+    for data_dir in (SAMPLE_DATA, None):
+        source = capitals.source(data_dir)
+        assert (source.kind, source.sha256) == ("task", None) and "capitals" in source.describe()

@@ -101,10 +101,13 @@ class Task:
         return []
 
     def source(self, data_dir: Path | None) -> data.DataSource:
-        """Where `load(data_dir)` reads its documents: `release_files` or the hub's `hf_dataset`."""
-        if data_dir is None:
+        """Where `load(data_dir)` reads its documents: `release_files` or the hub's `hf_dataset`.
+        A task that declares neither (a plugin with documents of its own) is its own source."""
+        if data_dir is not None and self.release_files:
+            return data.release_source(Path(data_dir), self.release_files, self.release_split)
+        if data_dir is None and self.hf_dataset[0]:
             return data.hub_source(self.hf_dataset)
-        return data.release_source(Path(data_dir), self.release_files, self.release_split)
+        return data.DataSource("task", type(self).__module__, self.release_split)
 
     def option(self, settings: Settings, name: str) -> Any:
         """The parsed value of this task's declared option `name` in this run."""

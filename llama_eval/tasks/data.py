@@ -290,7 +290,7 @@ class DataSource:
     "unfiltered"), never prose.
     """
 
-    kind: str  # "release" (files under --data-dir) or "hub" (a Hugging Face dataset)
+    kind: str  # "release" (files under --data-dir), "hub" (a Hugging Face dataset) or "task" (its own code)
     location: str  # release: the files read, relative to the data folder; hub: "path" or "path/config"
     split: str  # e.g. "test", "validation", "dev"
     variant: str = ""  # a named variant of the data set where one exists (TriviaQA: "filtered"/"unfiltered")
@@ -298,7 +298,8 @@ class DataSource:
     sha256: str | None = None  # release: sha256 over the files' own sha256 values, in order
 
     def describe(self) -> str:
-        where = f"release files {self.location}" if self.kind == "release" else f"Hugging Face dataset {self.location}"
+        where = {"release": "release files", "hub": "Hugging Face dataset", "task": "documents of"}[self.kind]
+        where = f"{where} {self.location}"
         extra = ", ".join(x for x in (self.split, self.variant and f"{self.variant} variant",
                                       self.documents is not None and f"{self.documents:,} documents") if x)
         return f"{where} ({extra})"
