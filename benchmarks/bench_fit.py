@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 from llama_eval.config import RunConfig
 from llama_eval.engine.scoring import build_trie

@@ -8,7 +8,6 @@ import dataclasses
 from collections import Counter
 
 import pytest
-from conftest import make_settings
 
 from llama_eval.engine.generation import Generator
 from llama_eval.engine.scoring import Scorer

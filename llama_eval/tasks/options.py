@@ -42,12 +42,6 @@ class Option:
 
 
 # -- parsers ---------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) == 0:
-        raise ValueError("must be a positive whole number")
-    return int(text)
-
-
 def number_in(low: float, high: float) -> Callable[[str], float]:
     """A parser for a number in the interval (low, high]."""
 
