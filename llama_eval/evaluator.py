@@ -143,6 +143,8 @@ def fit_to_window(runs: list[TaskRun], settings: Settings, max_new_tokens: int |
 def limit_documents(docs: list[Doc], limit: int, group: str) -> list[Doc]:
     """The first `limit` documents, or the first `limit` of each value of the field `group`
     (MMLU's subjects), so a partial run still covers every group."""
+    if limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1 (leave it out to run every document)")
     if not group:
         return docs[:limit]
     seen: dict[Any, int] = {}
