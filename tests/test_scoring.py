@@ -54,10 +54,12 @@ def references(tiny_model_and_tokenizer):
     return [reference(model, tok, r) if r.continuation else None for r in REQUESTS]
 
 
-@pytest.mark.parametrize("batch_tokens, share", [(1, True), (5, True), (64, True), (4096, True), (64, False), (4096, False)])
-def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, references, batch_tokens, share):
+@pytest.mark.parametrize("batch_tokens, share, attention", [
+    (1, True, None), (5, True, None), (64, True, None), (4096, True, "blocks"), (4096, True, "dense"),
+    (300, True, "blocks"), (64, False, None), (4096, False, None)])
+def test_scores_equal_one_request_at_a_time(tiny_model_and_tokenizer, references, batch_tokens, share, attention):
     model, tok = tiny_model_and_tokenizer
-    scorer = Scorer(model, tok, batch_tokens=batch_tokens, share_prefixes=share)
+    scorer = Scorer(model, tok, batch_tokens=batch_tokens, share_prefixes=share, attention=attention)
     results = scorer.loglikelihood(REQUESTS)
     for req, res, ref in zip(REQUESTS, results, references):
         if not req.continuation:
@@ -202,13 +204,41 @@ def test_flex_block_mask_equals_dense_mask(tiny_model_and_tokenizer):
     pytest.importorskip("torch.nn.attention.flex_attention")
     model, tok = tiny_model_and_tokenizer
     reqs = REQUESTS + [R("The quick brown fox jumps over the lazy dog. " * 6, " Paris")]
-    dense = Scorer(model, tok, batch_tokens=96, max_len=48, flex=False).loglikelihood(reqs)
-    scorer = Scorer(model, tok, batch_tokens=96, max_len=48, flex=True)
+    dense = Scorer(model, tok, batch_tokens=96, max_len=48, attention="dense").loglikelihood(reqs)
+    scorer = Scorer(model, tok, batch_tokens=96, max_len=48, attention="flex")
     flex = scorer.loglikelihood(reqs)
     assert scorer.stats.truncated >= 1 and scorer.stats.forwards > 1
     for d, f in zip(dense, flex):
         assert f.logprob == pytest.approx(d.logprob, abs=1e-5)
         assert (f.is_greedy, f.truncated) == (d.is_greedy, d.truncated)
+
+
+def test_key_blocks_allow_exactly_the_dense_mask():
+    """Each query of a gathered block may attend exactly the cache slots the dense tree mask
+    allows it, whatever the block size; a chunk that would not save falls back (None)."""
+    from llama_eval.engine.scoring import key_blocks
+
+    rng = random.Random(3)
+    seqs = [[rng.choice([7, 8]) for _ in range(rng.randint(1, 9))] for _ in range(60)]
+    seqs += [[1, 2, 3, 4, 5, 6] + s for s in seqs[:20]] + [[9] * 12]
+    trie, _ = build_trie(seqs)
+    nodes = np.flatnonzero(trie.has_child)
+    for n_stack, block in ((0, 4), (3, 8), (5, 16)):
+        # A chunk of run nodes and, in the slots before it, the root path of its first node.
+        chunk = nodes[n_stack + 2 :]
+        first = chunk[0]
+        stack = np.asarray([j for j in range(first) if first < trie.end[j]][-n_stack:] if n_stack else [], dtype=np.int64)
+        keys = np.concatenate([stack, chunk])
+        kv_len = -(-len(keys) // 16) * 16
+        dense = Scorer._tree_mask(chunk, keys, trie.end[keys], kv_len, "cpu")[0, 0]
+        blocks = key_blocks(chunk, keys, trie.end[keys], len(stack), kv_len, "cpu", block=block, worth=10.0)
+        for i in range(len(chunk)):
+            b, r = divmod(i, block)
+            slots = blocks.index[b][blocks.mask[b, 0, r]].tolist()
+            assert sorted(slots) == torch.nonzero(dense[i]).flatten().tolist(), (n_stack, block, i)
+        assert blocks.mask.any(-1).all()  # padding queries attend something: no NaN rows
+    assert key_blocks(chunk[:1], keys[: len(stack) + 1], trie.end[keys[: len(stack) + 1]], len(stack),
+                      16, "cpu") is None
 
 
 def test_tree_block_mask_blocks_follow_the_dense_mask():

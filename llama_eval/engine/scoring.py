@@ -21,9 +21,14 @@ How the trie is run:
   chunk. After a chunk the path to its last node is kept and the rest dropped.
 - Logits are computed only at the parents of scored tokens, a few hundred rows at a time,
   so memory does not grow with vocabulary x context length.
-- Only about a quarter of the 128 x 128 blocks of a packed row's mask hold an ancestor pair.
-  On CUDA the mask is therefore a FlexAttention block mask and empty blocks cost nothing;
-  elsewhere (and as the reference in tests) it is a dense boolean mask for SDPA.
+- Only about a quarter of the 128 x 128 blocks of a packed row's mask hold an ancestor pair,
+  so attention is computed block-sparse. On CUDA the mask is a FlexAttention block mask and
+  empty blocks cost nothing. Elsewhere the chunk's queries are cut into blocks of
+  KEY_BLOCK tokens and each block attends only the keys it may see, gathered: the root path
+  of its first node (again the preorder property: an ancestor of a later node of the block
+  that precedes the block is an ancestor of its first node) and the block itself. The dense
+  boolean mask for SDPA remains as the reference in tests and for chunks where gathering
+  would not save (a short root path, a single small block).
 
 A change here that can alter results beyond float rounding must bump ENGINE_VERSION
 (engine/__init__.py): it keys the request cache.
@@ -39,6 +44,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..model.llama import KeyBlocks
 from ..model.tokenizer import common_prefix
 from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
@@ -46,6 +52,8 @@ LOGIT_ROWS = 512  # rows of full-vocabulary logits materialised at once
 KEY_ALIGN = 16  # attention spans a multiple of this many cache slots: fused kernels want aligned masks
 FLEX_KEY_BUCKET = 1024  # with FlexAttention, key lengths are padded to a multiple of this (few shapes to compile)
 FLEX_BLOCK = 128  # FlexAttention's block size; query lengths are padded to a multiple of it
+KEY_BLOCK = 64  # query block of gathered-key attention: a block costs (its root path + KEY_BLOCK) keys per query
+ATTENTION = ("flex", "blocks", "dense")  # how a packed chunk attends; see Scorer
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -195,15 +203,18 @@ class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
     def __init__(self, model, tokenizer, batch_tokens: int | None = None, share_prefixes: bool = True,
-                 max_len: int | None = None, token_logprobs=None, flex: bool | None = None):
+                 max_len: int | None = None, token_logprobs=None, attention: str | None = None):
         """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
         computes the scored tokens' log-probs from hidden rows; the default materialises the
         logits of P rows; a vocabulary-parallel model passes one that never gathers them.
 
-        flex: attend through a FlexAttention block mask (only blocks with an ancestor pair are
-        computed) instead of dense SDPA with a boolean mask; default: on CUDA where PyTorch has
-        FlexAttention. Shapes are then padded (queries to batch_tokens, keys to a multiple of
-        FLEX_KEY_BUCKET) so that its kernels compile for a handful of shapes only."""
+        attention: how a packed chunk attends, one of ATTENTION. "flex": a FlexAttention block
+        mask (only blocks with an ancestor pair are computed); shapes are padded (queries to
+        batch_tokens, keys to a multiple of FLEX_KEY_BUCKET) so that its kernels compile for a
+        handful of shapes only. "blocks": gathered keys per query block (`KeyBlocks`), falling
+        back to "dense" for a chunk where that would not save. "dense": SDPA with the whole
+        boolean mask. Default: "flex" on CUDA where PyTorch has FlexAttention, else "blocks".
+        All three compute the same numbers up to float rounding."""
         self.model = model
         self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
@@ -212,7 +223,12 @@ class Scorer:
         self.window = max_len or model.args.max_seq_len
         self.stats = ScoringStats()
         on_cuda = model.tok_embeddings.weight.device.type == "cuda"
-        self.flex = (on_cuda and flex_available()) if flex is None else flex
+        if attention is None:
+            attention = "flex" if on_cuda and flex_available() else "blocks"
+        if attention not in ATTENTION:
+            raise ValueError(f"attention {attention!r} is not one of {ATTENTION}")
+        self.attention = attention
+        self.flex = attention == "flex"
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         out: list[LoglikelihoodResult | None] = [None] * len(requests)
@@ -299,7 +315,11 @@ class Scorer:
             else:
                 t = n
                 kv_len = _round_up(n_stack + n, KEY_ALIGN)  # slots past the keys are masked out
-                mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
+                mask = None
+                if self.attention == "blocks":
+                    mask = key_blocks(chunk, keys, trie.end[keys], n_stack, kv_len, device)
+                if mask is None:
+                    mask = self._tree_mask(chunk, keys, trie.end[keys], kv_len, device)
             h = model.hidden(
                 torch.as_tensor(tokens, device=device)[None],
                 torch.as_tensor(depths, device=device),
@@ -348,6 +368,40 @@ class Scorer:
             lps.append(lp)
             hits.append(hit)
         return torch.cat(lps).double().cpu().numpy(), torch.cat(hits).cpu().numpy()
+
+
+def key_blocks(queries: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, n_stack: int, kv_len: int,
+               device, block: int = KEY_BLOCK, worth: float = 0.7) -> KeyBlocks | None:
+    """The tree mask of `Scorer._tree_mask` as `KeyBlocks`: query block b (queries[b*block:
+    (b+1)*block], in cache slots from n_stack + b*block on) attends the slots of the keys that
+    are ancestors of its first query, then its own slots. None where the blocks would compute
+    more than `worth` of the dense scores.
+
+    keys are the node ids in cache slots 0.. (ascending: the root path, then the queries);
+    queries are keys[n_stack:].
+    """
+    n = len(queries)
+    nb = -(-n // block)
+    starts = np.arange(nb) * block
+    first = queries[starts]
+    before = (keys[None, :] < first[:, None]) & (first[:, None] < key_ends[None, :])  # [nb, keys]
+    own = np.minimum(starts + block, n) - starts
+    counts = before.sum(1) + own
+    K = _round_up(int(counts.max()), KEY_ALIGN)
+    if nb * block * K > worth * n * kv_len:
+        return None
+    index = np.zeros((nb, K), dtype=np.int64)  # padding entries point at slot 0, masked out below
+    valid = np.arange(K)[None, :] < counts[:, None]
+    for b in range(nb):
+        row = np.flatnonzero(before[b])
+        index[b, : len(row)] = row
+        index[b, len(row) : counts[b]] = n_stack + starts[b] + np.arange(own[b])
+    q = np.concatenate([queries, np.full(nb * block - n, queries[-1])]).reshape(nb, block)  # padding repeats the last query
+    k = np.where(valid, keys[index], -1)  # -1: never an ancestor
+    e = np.where(valid, key_ends[index], -1)
+    q, k, e = (torch.as_tensor(a, device=device) for a in (q, k, e))
+    allowed = (k[:, None, :] <= q[:, :, None]) & (q[:, :, None] < e[:, None, :])
+    return KeyBlocks(block, torch.as_tensor(index, device=device), allowed[:, None])
 
 
 class TreeBlockMasks:

@@ -193,8 +193,10 @@ class ForwardInputs:
     rope: cos, sin [T or B, T, D/2] float32. bias: additive attention bias [B or 1, 1, T, K] in
     the activations' dtype (0 where allowed, -inf elsewhere), or None for plain causal over the
     T new tokens. block_mask: instead of a bias, a FlexAttention BlockMask (block-sparse: only
-    blocks with an allowed pair are computed). slots: where the new keys/values go in the cache
-    ([T] or [B, T]); kv_len: the cache slots attended over.
+    blocks with an allowed pair are computed). key_blocks: query blocks attending gathered
+    cache slots (`KeyBlocks`); bias is then its mask made additive, [nb, 1, block, K].
+    slots: where the new keys/values go in the cache ([T] or [B, T]); kv_len: the cache
+    slots attended over.
     """
 
     rope: tuple[torch.Tensor, torch.Tensor]
@@ -202,6 +204,35 @@ class ForwardInputs:
     slots: torch.Tensor | None = None
     kv_len: int = 0
     block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
+    key_blocks: KeyBlocks | None = None
+
+
+@dataclass(frozen=True)
+class KeyBlocks:
+    """Block-sparse attention for any device: the T queries are cut into blocks of `block`
+    consecutive tokens and block b attends only the cache slots index[b] ([nb, K]; nb blocks,
+    the last padded), under mask[b] ([nb, 1, block, K] bool, True where allowed; every query
+    row, padding included, must allow at least one key). Where most query/key pairs are
+    masked out (a packed prefix tree) this computes a fraction of the dense scores with the
+    ordinary SDPA kernels; the gathers cost one copy of the selected keys per layer.
+    """
+
+    block: int
+    index: torch.Tensor
+    mask: torch.Tensor
+
+    def gather(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """q [1, H, T, D] -> [nb, H, block, D]; k, v [1, Hkv, S, D] -> [nb, Hkv, K, D]."""
+        nb, K = self.index.shape
+        H, T, D = q.shape[1:]
+        q = F.pad(q[0], (0, 0, 0, nb * self.block - T)).view(H, nb, self.block, D).transpose(0, 1)
+        flat = self.index.flatten()
+        k, v = (x[0].index_select(1, flat).unflatten(1, (nb, K)).transpose(0, 1) for x in (k, v))
+        return q, k, v
+
+    def ungather(self, out: torch.Tensor, T: int) -> torch.Tensor:
+        """Attention output [nb, H, block, D] -> [1, H, T, D]."""
+        return out.transpose(0, 1).flatten(1, 2)[None, :, :T]
 
 
 @functools.cache
@@ -258,6 +289,8 @@ class Attention(nn.Module):
         if inputs.block_mask is not None:
             out = flex_attention(q, k, v, inputs.block_mask, grouped)  # [B, H, T, D]
             return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+        if inputs.key_blocks is not None:
+            q, k, v = inputs.key_blocks.gather(q, k, v)  # query blocks as the batch
         if grouped and inputs.bias is not None:
             # The fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
             # then runs its unfused kernel, O(T x S) memory per head), so give each query head its own.
@@ -265,6 +298,8 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
             grouped = False
         out = _attention(q, k, v, inputs.bias, grouped)  # [B, H, T, D]
+        if inputs.key_blocks is not None:
+            out = inputs.key_blocks.ungather(out, T)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -320,7 +355,8 @@ class Transformer(nn.Module):
         without a cache and kv_len with one. None means causal over the T new tokens. A
         FlexAttention BlockMask over (T, kv_len) may stand in for the boolean mask.
         cache/slots/kv_len: write the new keys/values at `slots` of `cache` ([T] or [B, T])
-        and attend over cache slots [0, kv_len) instead of the new tokens alone.
+        and attend over cache slots [0, kv_len) instead of the new tokens alone. With a cache and
+        one row, `KeyBlocks` may stand in for the mask too.
         """
         B, T = tokens.shape
         if positions is None:
@@ -329,13 +365,21 @@ class Transformer(nn.Module):
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
         h = self.tok_embeddings(tokens)
-        bias = block_mask = None
-        if isinstance(mask, torch.Tensor):  # converted once here, not by every layer's attention call
-            bias = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill_(~mask, float("-inf"))
+        bias = block_mask = key_blocks = None
+
+        def additive(allowed: torch.Tensor) -> torch.Tensor:  # once here, not in every layer
+            return torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill_(~allowed, float("-inf"))
+
+        if isinstance(mask, torch.Tensor):
+            bias = additive(mask)
+        elif isinstance(mask, KeyBlocks):
+            if B != 1 or cache is None:
+                raise ValueError("KeyBlocks attend cache slots of a single row")
+            key_blocks, bias = mask, additive(mask.mask)
         elif mask is not None:
             block_mask = mask
         rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta, self.args.rope_scaling)
-        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask)
+        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask, key_blocks)
         for i, layer in enumerate(self.layers):
             h = layer(h, inputs, None if cache is None else cache.layers[i])
         return h
