@@ -7,6 +7,11 @@ two rates are comparable), speed ratio, peak memory, and the largest log-prob di
 
     python benchmarks/bench_scoring.py                       # CPU, small model
     python benchmarks/bench_scoring.py --size 7b --device cuda --scale 8
+    python benchmarks/bench_scoring.py --workloads mmlu --attention dense   # the scorer's options
+
+Our side also reports its model FLOP rate (2 x the transformer blocks' parameters per token
+run, plus 2 x width x vocabulary per position whose logits were computed; attention scores
+not counted) and that rate as a share of this device's own rate on a plain matrix product.
 """
 
 from __future__ import annotations
@@ -59,6 +64,26 @@ def measure(fn, device: str):
     return out, seconds, peak
 
 
+def matmul_tflops(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """The best rate of an n x n matrix product on this device, in TFLOP/s."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e12
+
+
+def model_flops(model, stats) -> float:
+    """FLOPs of the matrix products the scorer ran (see the module docstring)."""
+    blocks = sum(p.numel() for p in model.layers.parameters())
+    a = model.args
+    return 2 * blocks * stats.tokens_run + 2 * a.dim * a.vocab_size * stats.logit_rows
+
+
 def run_side(args, name: str, side: str) -> tuple[dict, list[float]]:
     """Build the model and the workload, run one side; (figures, log-probs)."""
     device, dtype = args.device, getattr(torch, args.dtype)
@@ -70,14 +95,16 @@ def run_side(args, name: str, side: str) -> tuple[dict, list[float]]:
             "boolq": lambda: workloads.boolq(questions=8 * s),
             "long_context": lambda: workloads.long_context(questions=4 * s)}[name]()
     if side == "ours":
-        Scorer(model, tok, batch_tokens=args.batch_tokens).loglikelihood(reqs[:8])  # warm-up
-        scorer = Scorer(model, tok, batch_tokens=args.batch_tokens)
+        options = dict(batch_tokens=args.batch_tokens, attention=args.attention)
+        Scorer(model, tok, **options).loglikelihood(reqs[:8])  # warm-up
+        scorer = Scorer(model, tok, **options)
         out, sec, peak = measure(lambda: scorer.loglikelihood(reqs), device)
-        n_params = sum(p.numel() for p in model.parameters())
         st = scorer.stats
+        rate, matmul = model_flops(model, st) / sec / 1e12, matmul_tflops(device, dtype)
         return {"requests": len(reqs), "tokens_naive": st.tokens_naive, "ours_tokens_run": st.tokens_run,
-                "ours_s": round(sec, 3), "ours_peak_mb": round(peak),
-                "ours_model_tflops": round(2 * n_params * st.tokens_run / sec / 1e12, 3)}, [r.logprob for r in out]
+                "ours_attention": scorer.attention, "ours_s": round(sec, 3), "ours_peak_mb": round(peak),
+                "ours_model_tflops": round(rate, 4), "matmul_tflops": round(matmul, 4),
+                "share_of_matmul": round(rate / matmul, 3)}, [r.logprob for r in out]
     hf = workloads.to_hf(model, device, dtype)
     workloads.hf_recipe(hf, tok, reqs[:8], args.hf_rows, device)
     (out, hf_tokens), sec, peak = measure(lambda: workloads.hf_recipe(hf, tok, reqs, args.hf_rows, device), device)
@@ -116,6 +143,7 @@ def main() -> None:
     p.add_argument("--workloads", default="mmlu,hellaswag,boolq,long_context")
     p.add_argument("--scale", type=int, default=1, help="multiply the number of questions")
     p.add_argument("--batch-tokens", type=int, default=None, help="default: the scorer's, twice the model width")
+    p.add_argument("--attention", default=None, help="the scorer's attention (flex, blocks, dense); default: its own")
     p.add_argument("--hf-rows", type=int, default=16, help="rows per batch in the Hugging Face recipe")
     args = p.parse_args()
     torch.manual_seed(0)

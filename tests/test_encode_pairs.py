@@ -65,3 +65,52 @@ def test_boundary_encoding_equals_joint_encoding_on_all_real_requests(shared_dat
                 n = common_prefix(ctx, whole)
                 expected = ([tok.bos_id] + whole[:n], whole[n:])
             assert got[lo + i] == expected, chunk[i]
+
+
+def few_shot_pairs() -> list[tuple[str, str]]:
+    """Two MMLU-like headers (several hundred characters each) shared by many questions."""
+    pairs = []
+    for subject in ("anatomy", "world religions"):
+        header = f"The following are multiple choice questions (with answers) about {subject}.\n\n" + "".join(
+            f"Which of these is number {i} of the list?\nA. the first one\nB. the second\nC. a third\n"
+            f"D. the fourth  and last\nAnswer: {'ABCD'[i % 4]}\n\n" for i in range(5))
+        for q in range(6):
+            ctx = header + f"Question {q}: which one is it?\nA. x{q}\nB. y\nC. z\nD. w\nAnswer:"
+            pairs += [(ctx, f" {letter}") for letter in "ABCD"]
+    return pairs
+
+
+class Recording(Tokenizer):
+    """A tokenizer whose encode_batch records how many characters it was given."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, inner: Tokenizer, merge: str = ""):
+        self.inner, self.merge, self.chars = inner, merge, 0
+        self.bos_id, self.eos_id = inner.bos_id, inner.eos_id
+
+    def encode_batch(self, texts):
+        self.chars += sum(map(len, texts))
+        out = self.inner.encode_batch(texts)
+        if self.merge:  # a made-up rule that joins a piece across a space: the head split must not be trusted
+            out = [[-1] if self.merge in t else ids for t, ids in zip(texts, out)]
+        return out
+
+
+@pytest.mark.parametrize("which", ["tiny", "llama"])
+def test_a_shared_header_is_encoded_once(request, which):
+    path = request.getfixturevalue("tiny_tokenizer_path" if which == "tiny" else "llama_tokenizer_path")
+    pairs = few_shot_pairs()
+    tok = Recording(Tokenizer(path))
+    assert tok.encode_pairs(pairs) == [joint_reference(tok.inner, c, x) for c, x in pairs]
+    contexts = {c for c, _ in pairs}
+    assert tok.chars < sum(map(len, contexts)) / 2  # each header once, not once per question
+
+
+def test_a_tokenizer_that_breaks_the_boundary_rule_gets_whole_contexts(llama_tokenizer_path):
+    pairs = few_shot_pairs()
+    inner = Tokenizer(llama_tokenizer_path)
+    tok = Recording(inner, merge="which one")  # every question's whole context differs from head + rest
+    got = tok.encode_pairs(pairs)
+    assert all(ctx == [inner.bos_id, -1] for ctx, _ in got)  # each context's whole encoding, not head + rest

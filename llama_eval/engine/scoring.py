@@ -86,6 +86,7 @@ class ScoringStats:
     tokens_run: int = 0  # tokens actually run through the model
     truncated: int = 0  # requests cut from the left to fit the window
     forwards: int = 0
+    logit_rows: int = 0  # positions whose full-vocabulary logits were computed
 
 
 @dataclass
@@ -358,6 +359,7 @@ class Scorer:
         uniq, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
         first = np.append(first, len(rows))
         lps, hits = [], []
+        self.stats.logit_rows += len(uniq)
         for s in range(0, len(uniq), LOGIT_ROWS):
             e = min(s + LOGIT_ROWS, len(uniq))
             lp, hit = self.token_logprobs(

@@ -72,7 +72,7 @@ class Tokenizer:
         straddles the boundary is scored as part of the continuation.
 
         Only the end of a context is encoded with each continuation. Each distinct context is
-        encoded once; its tail, from its last word boundary (a single space between two
+        encoded once (a few-shot header shared by many contexts once in all: _encode_contexts); its tail, from its last word boundary (a single space between two
         non-spaces) on, is encoded alone and with each continuation. Pieces never span a word
         boundary (SentencePiece splits on whitespace; tiktoken-style patterns attach a space to
         the word after it), so the joint encoding is the context's tokens before the boundary
@@ -92,7 +92,7 @@ class Tokenizer:
             split.append((stripped, context[len(stripped):] + continuation))
         contexts = list(dict.fromkeys(stripped for stripped, _ in split if stripped))
         cut = {c: _word_boundary(c) for c in contexts}
-        ctx_ids = dict(zip(contexts, encode(contexts)))
+        ctx_ids = _encode_contexts(encode, contexts, lead)
         tails = list(dict.fromkeys(c[cut[c] + lead:] for c in contexts if cut[c] > 0))
         tail_ids = dict(zip(tails, encode(tails)))
         # m[c]: how many of c's tokens lie before its boundary; None: c does not split there.
@@ -126,6 +126,39 @@ class Tokenizer:
                 prefixes[stripped, n] = [self.bos_id] + ctx[:n]
             out.append((prefixes[stripped, n], tail[n - k:]))
         return out
+
+
+HEAD_MIN = 256  # characters a context must share with another before its shared head is encoded apart
+
+
+def _encode_contexts(encode, contexts: list[str], lead: int) -> dict[str, list[int]]:
+    """Token ids of each of the distinct `contexts`, a header that many of them share (a
+    few-shot prompt's examples) encoded once instead of once per context.
+
+    A context that shares at least HEAD_MIN characters with another is cut at the last word
+    boundary inside the shared part; head and rest are encoded apart and joined, which is the
+    whole context's encoding because pieces never span a word boundary (see encode_pairs;
+    `lead` drops the boundary's space where the tokenizer adds its own). That rule is checked
+    on one context of each distinct head, encoded whole: if it fails, all contexts of that
+    head are encoded whole.
+    """
+    order = sorted(contexts)
+    shared = dict.fromkeys(order, 0)  # characters each context shares with its closest neighbour
+    for a, b in zip(order, order[1:]):
+        n = common_prefix(a, b)
+        shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
+    # The boundary's space and the characters on each side of it lie within the shared part.
+    cut = {c: _word_boundary(c[: n + 1]) if n >= HEAD_MIN else 0 for c, n in shared.items()}
+    first_of_head = {c[:k]: c for c, k in cut.items() if k > 0}
+    parts = list(dict.fromkeys([h for h in first_of_head] + [c[k + lead :] for c, k in cut.items() if k > 0]))
+    whole = [c for c, k in cut.items() if k == 0] + list(first_of_head.values())
+    texts = list(dict.fromkeys(parts + whole))
+    ids = dict(zip(texts, encode(texts)))
+    broken = {h for h, c in first_of_head.items() if ids[h] + ids[c[len(h) + lead :]] != ids[c]}
+    again = [c for c, k in cut.items() if k > 0 and c[:k] in broken and c not in ids]
+    ids.update(zip(again, encode(again)))
+    return {c: ids[c] if k == 0 or c[:k] in broken else ids[c[:k]] + ids[c[k + lead :]]
+            for c, k in cut.items()}
 
 
 def _word_boundary(text: str) -> int:
