@@ -142,13 +142,20 @@ def _encode_contexts(encode, contexts: list[str], lead: int) -> dict[str, list[i
     on one context of each distinct head, encoded whole: if it fails, all contexts of that
     head are encoded whole.
     """
+    # Sorted, contexts sharing a header are adjacent; a run of neighbours sharing at least
+    # HEAD_MIN characters is a group, and what all of a group share is the least shared by
+    # two neighbours in it. Boundary space and the characters each side of it lie in that part.
     order = sorted(contexts)
-    shared = dict.fromkeys(order, 0)  # characters each context shares with its closest neighbour
-    for a, b in zip(order, order[1:]):
-        n = common_prefix(a, b)
-        shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
-    # The boundary's space and the characters on each side of it lie within the shared part.
-    cut = {c: _word_boundary(c[: n + 1]) if n >= HEAD_MIN else 0 for c, n in shared.items()}
+    cut = dict.fromkeys(order, 0)
+    lo = 0
+    while lo < len(order):
+        hi, least = lo + 1, len(order[lo])
+        while hi < len(order) and (n := common_prefix(order[hi - 1], order[hi])) >= HEAD_MIN:
+            hi, least = hi + 1, min(least, n)
+        if hi - lo > 1:
+            for c in order[lo:hi]:
+                cut[c] = _word_boundary(c[: least + 1])
+        lo = hi
     first_of_head = {c[:k]: c for c, k in cut.items() if k > 0}
     parts = list(dict.fromkeys([h for h in first_of_head] + [c[k + lead :] for c, k in cut.items() if k > 0]))
     whole = [c for c, k in cut.items() if k == 0] + list(first_of_head.values())
