@@ -27,15 +27,23 @@ ROUNDS = 16  # data-parallel rounds: results reach rank 0 (and its cache) after 
 BALANCE_SLACK = 0.05  # a cut may move this fraction of a range's tokens to avoid splitting a prefix group
 
 
-def _request_tokens(req: Request, tokenizer) -> tuple[list[int], tuple, int]:
-    """(token sequence the engine runs, prefix-group key, tokens it will add beyond the sequence)."""
-    if isinstance(req, LoglikelihoodRequest):
-        ctx, cont = tokenizer.encode_pair(req.context, req.continuation)
-        return ctx + cont, ("context", req.context), 0
-    if isinstance(req, GenerationRequest):
-        samples = req.n if req.temperature > 0 else 1
-        return tokenizer.encode(req.prompt, bos=True), ("prompt", req.prompt), samples * req.max_new_tokens
-    raise TypeError(f"not a request: {req!r}")
+def _request_tokens(requests: Sequence[Request], tokenizer) -> list[tuple[list[int], tuple, int]]:
+    """Per request: (token sequence the engine runs, prefix-group key, tokens it will add beyond
+    the sequence). All pairs are encoded in one `encode_pairs` call, as the scorer encodes them
+    (a shared few-shot header once)."""
+    pairs = [(r.context, r.continuation) for r in requests if isinstance(r, LoglikelihoodRequest)]
+    encoded = iter(tokenizer.encode_pairs(pairs))
+    out = []
+    for req in requests:
+        if isinstance(req, LoglikelihoodRequest):
+            ctx, cont = next(encoded)
+            out.append((ctx + cont, ("context", req.context), 0))
+        elif isinstance(req, GenerationRequest):
+            samples = req.n if req.temperature > 0 else 1
+            out.append((tokenizer.encode(req.prompt, bos=True), ("prompt", req.prompt), samples * req.max_new_tokens))
+        else:
+            raise TypeError(f"not a request: {req!r}")
+    return out
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -60,7 +68,7 @@ def split_requests(requests: Sequence[Request], tokenizer, n_ranks: int,
     """
     if n_ranks < 1:
         raise ValueError(f"n_ranks {n_ranks} must be at least 1")
-    items = [_request_tokens(r, tokenizer) for r in requests]
+    items = _request_tokens(requests, tokenizer)
     seqs = [np.asarray(s, dtype=np.int64) for s, _, _ in items]
     groups: dict[tuple, list[int]] = {}
     for i, (_, key, _) in enumerate(items):
