@@ -264,7 +264,8 @@ def run_side(args, side: str) -> dict:
 def _work(stats: GenerationStats) -> dict:
     """Machine-independent work of our last run: decode steps, and cache slots (per layer)
     whose keys/values the steps read, a shared prefix counted once."""
-    return dict(decode_steps=stats.decode_steps, shared_steps=stats.shared_steps, kv_slots=stats.decode_kv_slots)
+    return dict(decode_steps=stats.decode_steps, shared_steps=stats.shared_steps, kv_slots=stats.decode_kv_slots,
+                kv_live=stats.decode_kv_live)
 
 
 def _child(args, side: str, queue) -> None:
@@ -318,6 +319,7 @@ def main() -> None:
                "requests": ours["requests"], "batch": ours["batch"], "new_tokens": ours["tokens"]}
         row.update({f"ours_{k}": ours[k] for k in ("decode_steps", "shared_steps", "kv_slots")})
         row["ours_kv_slots_per_step"] = round(ours["kv_slots"] / max(ours["decode_steps"], 1), 1)
+        row["ours_kv_read_over_live"] = round(ours["kv_slots"] / max(ours["kv_live"], 1), 2)  # 1.0: no slot wasted
         if "hf" not in sides:
             row["ours_s"] = round(ours["s"], 3)
             if "ms_per_step" in ours:

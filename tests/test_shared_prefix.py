@@ -139,3 +139,24 @@ def test_rows_without_a_common_header_take_the_plain_path(tiny_model_and_tokeniz
     # While the story row lives the rows share only BOS; once it is alone, nothing is shared either.
     assert on.stats.shared_steps == 0
     assert on.stats.decode_kv_slots == off.stats.decode_kv_slots
+
+
+def test_slot_counters_match_the_steps_shapes(tiny_model_and_tokenizer):
+    """Two rows sharing a few-shot header, read in full (off) or with the header once (on)."""
+    model, tok = tiny_model_and_tokenizer
+    tok = without_eos(tok)
+    reqs = few_shot_requests(tok, sampled=False)[:2]
+    ids = [tok.encode(r.prompt, bos=True) for r in reqs]
+    shared = next(i for i, (a, b) in enumerate(zip(*ids)) if a != b)
+    reqs = [G(r.prompt, max_new_tokens=3) for r in reqs]
+    for on in (True, False):
+        gen = Generator(model, tok, max_batch=2, shared_prefix=on)
+        gen._min_shared_saving = 0  # take the path whenever it reads fewer slots
+        gen.generate(reqs)
+        lengths = [[len(x) + t for x in ids] for t in range(3)]  # slots in use at each step, per row
+        assert gen.stats.decode_kv_live == sum(sum(ls) - shared for ls in lengths)
+        P = shared // 64 * 64
+        bucket = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731  (power of two, at least 32)
+        expected = [P + 2 * bucket(max(ls) - P) if on else 2 * bucket(max(ls)) for ls in lengths]
+        assert gen.stats.decode_kv_slots == sum(expected), (gen.stats, [max(ls) for ls in lengths], P)
+        assert gen.stats.shared_steps == (3 if on else 0)

@@ -88,6 +88,7 @@ class GenerationStats:
     decode_rows: int = 0  # rows run by decode steps (live rows plus the idle rows of their bucket)
     rows_moved: int = 0  # live rows moved to a lower cache row to shrink the step's bucket
     decode_kv_slots: int = 0  # cache slots whose keys/values decode steps read, per layer (a shared prefix once)
+    decode_kv_live: int = 0  # of which live rows' tokens, a prefix all hold counted once: what a step must read
     shared_steps: int = 0  # decode steps that read a shared prefix once for all rows
     truncated: int = 0  # prompts cut from the left to fit the window
 
@@ -494,7 +495,7 @@ class Generator:
         bucket (garbage for idle rows)."""
         idle = self.max_len - 1  # a slot no kept token reaches (prompt + new tokens <= max_len)
         batch = _row_bucket(max(r for r, row in enumerate(rows) if row is not None) + 1, self.max_batch)
-        shared, source = self._shared_prefix(rows, held) if self.shared_prefix else (0, 0)
+        shared, source = self._shared_prefix(rows, held)
         ints, floats = [], []
         for row in rows[:batch]:
             if row is None:
@@ -506,9 +507,10 @@ class Generator:
                 floats.append((req.temperature, req.top_p))
         inputs = torch.tensor(ints, dtype=torch.long).T  # [5, B]
         params = torch.tensor(floats, dtype=torch.float32).T  # [2, B]
-        used = max(row.position for row in rows if row is not None) + 1
+        lengths = [row.position + 1 for row in rows if row is not None]
+        used = max(lengths)
         kv_len = _bucket(used, self.max_len)
-        shared_len = shared // _SHARED_GRANULE * _SHARED_GRANULE
+        shared_len = shared // _SHARED_GRANULE * _SHARED_GRANULE if self.shared_prefix else 0
         if shared_len and batch > 1:
             own = _bucket(used - shared_len, self.max_len - shared_len)
             if batch * kv_len - (shared_len + batch * own) >= self._min_shared_saving:
@@ -521,6 +523,7 @@ class Generator:
         self.stats.decode_steps += 1
         self.stats.decode_rows += batch
         self.stats.decode_kv_slots += shared_len + batch * (kv_len - shared_len)
+        self.stats.decode_kv_live += sum(lengths) - (len(lengths) - 1) * shared
         self.stats.shared_steps += shared_len > 0
         if self.use_cuda_graphs:
             return self._replay(inputs, params, shared_len, kv_len, sample)
