@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_eval.engine.generation import Generator
+from llama_eval.engine.generation import Generator, _own_bucket
 from llama_eval.model.llama import ForwardInputs, KVCache, build, init_random, shared_prefix_attention
 from llama_eval.requests import GenerationRequest as G
 
@@ -156,7 +156,16 @@ def test_slot_counters_match_the_steps_shapes(tiny_model_and_tokenizer):
         lengths = [[len(x) + t for x in ids] for t in range(3)]  # slots in use at each step, per row
         assert gen.stats.decode_kv_live == sum(sum(ls) - shared for ls in lengths)
         P = shared // 64 * 64
-        bucket = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731  (power of two, at least 32)
-        expected = [P + 2 * bucket(max(ls) - P) if on else 2 * bucket(max(ls)) for ls in lengths]
+        pow2 = lambda n: max(32, 1 << (n - 1).bit_length())  # noqa: E731  (the plain path's slot bucket)
+        own = lambda n: min(b for b in (32, 48, 64, 96, 128, 192, 256) if b >= n)  # noqa: E731
+        expected = [P + 2 * own(max(ls) - P) if on else 2 * pow2(max(ls)) for ls in lengths]
         assert gen.stats.decode_kv_slots == sum(expected), (gen.stats, [max(ls) for ls in lengths], P)
         assert gen.stats.shared_steps == (3 if on else 0)
+
+
+def test_own_bucket_steps():
+    sizes = sorted({_own_bucket(n, 10**6) for n in range(1, 5000)})
+    assert sizes[:8] == [32, 48, 64, 96, 128, 192, 256, 384]
+    assert all(1.3 < b / a <= 1.5 for a, b in zip(sizes, sizes[1:]))
+    assert all(_own_bucket(n, 10**6) >= n for n in range(1, 5000))
+    assert _own_bucket(300, 100) == 100  # never past the cache

@@ -40,7 +40,8 @@ live row for the whole bucket and only each row's own slots [P, P + own) per row
 (`shared_prefix_attention` in model/llama.py): a step reads P + B * own slots instead of
 B * (P + own). No cache layout changes. P is the live rows' common prefix rounded down to a
 multiple of _SHARED_GRANULE, so the step's shapes (and CUDA graphs, keyed by row bucket, P,
-slot bucket and sampling) stay few; the own part is bucketed like kv_len. The path is taken
+slot bucket and sampling) stay few; the own part is bucketed more finely than kv_len
+(`_own_bucket`: steps of 1.5x and 1.33x), since it is read once per row. The path is taken
 where it saves enough slot reads to pay for its extra kernels (_MIN_SHARED_SAVING; never for
 a lone row, where nothing is shared). Rows whose prompts were prefilled in different groups
 hold the same tokens computed separately, equal up to float rounding; like a different batch
@@ -155,6 +156,16 @@ def _bucket(n: int, max_len: int) -> int:
     while size < n:
         size *= 2
     return min(size, max_len)
+
+
+def _own_bucket(n: int, limit: int) -> int:
+    """Slots past a shared prefix a step reads per row when the longest row uses n of them:
+    32 x 1, 1.5, 2, 3, 4, 6, ... (at most 1.5x the need, against 2x for powers of two: these
+    slots are read once per row), at most limit."""
+    size = _MIN_BUCKET
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3  # 32 -> 48 -> 64 -> 96 -> 128
+    return min(size, limit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +523,7 @@ class Generator:
         kv_len = _bucket(used, self.max_len)
         shared_len = shared // _SHARED_GRANULE * _SHARED_GRANULE if self.shared_prefix else 0
         if shared_len and batch > 1:
-            own = _bucket(used - shared_len, self.max_len - shared_len)
+            own = _own_bucket(used - shared_len, self.max_len - shared_len)
             if batch * kv_len - (shared_len + batch * own) >= self._min_shared_saving:
                 kv_len = shared_len + own
             else:
