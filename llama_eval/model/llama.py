@@ -391,8 +391,10 @@ class Transformer(nn.Module):
         if cache is not None:
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
-        if shared_len and (cache is None or shared_row is None or not 0 < shared_len < kv_len):
-            raise ValueError(f"shared_len {shared_len} needs a cache, a shared_row and kv_len {kv_len} above it")
+        if shared_len and (cache is None or shared_row is None or not 0 < shared_len < kv_len
+                           or not isinstance(mask, torch.Tensor)):
+            raise ValueError(f"shared_len {shared_len} needs a cache, a shared_row, kv_len {kv_len} above it "
+                             "and a boolean mask")
         h = self.tok_embeddings(tokens)
         bias = block_mask = None
         if isinstance(mask, torch.Tensor):  # converted once here, not by every layer's attention call
