@@ -45,6 +45,11 @@ def test_equals_sdpa_over_full_rows(H, Hkv, B, T, P, own, src):
                                           attn_mask=bias)
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+    # The shared slots are read from row src alone: the other rows' copies are never touched.
+    others = torch.arange(B) != src
+    cache.k[:, others, :, :P] = float("nan")
+    cache.v[:, others, :, :P] = float("nan")
+    assert torch.equal(shared_prefix_attention(q, cache.layers[0], inputs), got)
 
 
 @pytest.mark.parametrize("n_kv_heads", [2, 4])
@@ -115,6 +120,7 @@ def test_generation_with_shared_prefix_equals_without(tiny_model_and_tokenizer):
     assert on.generate(reqs) == off.generate(reqs)
     assert on.stats.shared_steps > 0 and off.stats.shared_steps == 0
     assert on.stats.decode_steps == off.stats.decode_steps
+    assert on.stats.rows_moved > 0  # compaction moved live rows (and the row the prefix is read from)
     # The header's 128 shared slots are read once per step instead of once per row.
     assert on.stats.decode_kv_slots < 0.6 * off.stats.decode_kv_slots, (on.stats, off.stats)
 
