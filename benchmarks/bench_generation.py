@@ -11,11 +11,14 @@ line per workload:
   `batch`, each batch generating until its longest answer is done. tokens/s counts the
   answers' tokens only.
 - nq: NQ-like 1-shot prompts ("Answer these questions:", one Q/A pair, the question), greedy,
-  short answers of different lengths; same recipes as gsm8k.
+  short answers of different lengths; same recipes as gsm8k. nq64: the same with 64 shots
+  (about 1,300 tokens with the LLaMA tokenizer: a window of 2,048 tokens needed).
 - single: one request generating `single_tokens` new tokens (256 on the CPU) with the same
   `batch` rows available: a decode step should run one row, not the whole batch.
 - decode-b1, decode-b64: B short prompts, greedy; ms per decode step is the time difference
   between generating N2 and N1 tokens divided by N2 - N1, so prompt processing cancels out.
+  decode-fewshot-b8, decode-fewshot-b64: the same with B gsm8k-like 8-shot prompts (one
+  header): what reading a shared header once per step (Generator(shared_prefix=True)) saves.
 
 Shapes (SHAPES) are small on the CPU and GSM8K-sized on CUDA. Times are the fastest of
 --repeats runs, after a warm-up at the same shape (which also captures our CUDA graphs).
@@ -38,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import hashlib
 import json
 import multiprocessing as mp
 import queue as queue_mod
@@ -49,7 +54,7 @@ import torch
 
 import workloads  # beside this script, which Python puts first on the import path
 
-from llama_eval.engine.generation import Generator
+from llama_eval.engine.generation import GenerationStats, Generator
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
@@ -80,18 +85,24 @@ def gsm8k_like(shape: dict, seed: int = 0) -> list[GenerationRequest]:
                               max_new_tokens=rng.randint(lo, hi)) for _ in range(shape["requests"])]
 
 
-def nq_like(shape: dict, seed: int = 1) -> list[GenerationRequest]:
-    """1-shot open-domain QA prompts; answer lengths drawn from shape['nq_answer']."""
+def nq_like(shape: dict, seed: int = 1, shots: int = 1) -> list[GenerationRequest]:
+    """Open-domain QA prompts with `shots` Q/A pairs (one header for all); answer lengths drawn
+    from shape['nq_answer']."""
     rng = random.Random(seed)
     lo, hi = shape["nq_answer"]
-    shot = f"Answer these questions:\nQ: {_words(rng, 9)}?\nA: {_words(rng, 3)}\n"
-    return [GenerationRequest(shot + f"Q: {_words(rng, rng.randint(6, 14))}?\nA:", max_new_tokens=rng.randint(lo, hi))
+    header = "Answer these questions:\n" + "".join(f"Q: {_words(rng, 9)}?\nA: {_words(rng, 3)}\n" for _ in range(shots))
+    return [GenerationRequest(header + f"Q: {_words(rng, rng.randint(6, 14))}?\nA:", max_new_tokens=rng.randint(lo, hi))
             for _ in range(shape["nq_requests"])]
 
 
 def short_prompts(batch: int, new_tokens: int) -> list[GenerationRequest]:
     return [GenerationRequest(f"Question: who is the king of the river number {i}?\nAnswer:", max_new_tokens=new_tokens)
             for i in range(batch)]
+
+
+def fewshot_prompts(shape: dict, batch: int, new_tokens: int) -> list[GenerationRequest]:
+    """`batch` gsm8k-like 8-shot prompts (one header), each generating exactly new_tokens."""
+    return [dataclasses.replace(r, max_new_tokens=new_tokens) for r in gsm8k_like(dict(shape, requests=batch))]
 
 
 def _sync(device: str) -> None:
@@ -135,14 +146,20 @@ class Ours:
     """Our generator, one per (batch, cache length), kept across calls: its CUDA graphs are
     captured once, as in a real run, not once per timed call."""
 
-    def __init__(self, model, tok):
-        self.model, self.tok, self.generators = model, tok, {}
+    def __init__(self, model, tok, shared_prefix: bool = True):
+        self.model, self.tok, self.generators, self.shared_prefix = model, tok, {}, shared_prefix
+        self.stats = GenerationStats()  # of the last call
 
     def __call__(self, reqs: list[GenerationRequest], batch: int, max_len: int) -> list[str]:
         key = (batch, max_len)
         if key not in self.generators:
-            self.generators[key] = Generator(self.model, self.tok, max_batch=batch, max_len=max_len)
-        return [r.completions[0] for r in self.generators[key].generate(reqs)]
+            self.generators[key] = Generator(self.model, self.tok, max_batch=batch, max_len=max_len,
+                                             shared_prefix=self.shared_prefix)
+        gen = self.generators[key]
+        gen.stats = GenerationStats()
+        texts = [r.completions[0] for r in gen.generate(reqs)]
+        self.stats = gen.stats
+        return texts
 
 
 # --- Hugging Face side ------------------------------------------------------------------------
@@ -197,7 +214,7 @@ def run_side(args, side: str) -> dict:
     if side == "ours":
         tok = copy.copy(tok)
         tok.eos_id = -1  # no EOS: every row generates exactly max_new_tokens
-        run = Ours(model, tok)
+        run = Ours(model, tok, shared_prefix=not args.no_shared_prefix)
     else:
         hf = workloads.to_hf(model, device, dtype)
         del model
@@ -210,6 +227,7 @@ def run_side(args, side: str) -> dict:
     if window < 1024:  # a small model's window (stories260K: 512) holds shorter few-shot headers
         shape = dict(shape, shot_words=8, single_tokens=min(shape["single_tokens"], window // 2))
     makers = {"gsm8k": lambda: gsm8k_like(shape), "nq": lambda: nq_like(shape),
+              "nq64": lambda: nq_like(shape, shots=64),
                  "single": lambda: short_prompts(1, shape["single_tokens"])}
     for name, make in makers.items():
         if name not in args.workloads.split(","):
@@ -222,20 +240,32 @@ def run_side(args, side: str) -> dict:
         texts, sec, peak = measure(lambda: run(reqs, batch, max_len), device, repeats)
         figures[name] = dict(texts=texts, s=sec, peak_mb=peak,
                              tokens=sum(r.max_new_tokens for r in reqs), requests=len(reqs), batch=batch)
+        if side == "ours":
+            figures[name].update(_work(run.stats))
     if args.cold:
         return figures
     n1, n2 = shape["steps"]
-    for batch in (1, 64):
-        name = f"decode-b{batch}"
-        if name not in args.workloads:
+    for batch, kind in ((1, "short"), (64, "short"), (8, "fewshot"), (64, "fewshot")):
+        name = f"decode-b{batch}" if kind == "short" else f"decode-fewshot-b{batch}"
+        if name not in args.workloads.split(","):
             continue
-        max_len = cache_len(tok, short_prompts(batch, n2), window)
-        run(short_prompts(batch, n2), batch, max_len)  # warm-up at this batch size, every cache bucket
-        _, t1, _ = measure(lambda: run(short_prompts(batch, n1), batch, max_len), device, repeats)
-        _, t2, peak = measure(lambda: run(short_prompts(batch, n2), batch, max_len), device, repeats)
+        prompts = short_prompts if kind == "short" else lambda b, n: fewshot_prompts(shape, b, n)
+        max_len = cache_len(tok, prompts(batch, n2), window)
+        run(prompts(batch, n2), batch, max_len)  # warm-up at this batch size, every cache bucket
+        _, t1, _ = measure(lambda: run(prompts(batch, n1), batch, max_len), device, repeats)
+        _, t2, peak = measure(lambda: run(prompts(batch, n2), batch, max_len), device, repeats)
         figures[name] = dict(s=t2, peak_mb=peak, ms_per_step=1000 * (t2 - t1) / (n2 - n1),
                              tokens=batch * n2, requests=batch, batch=batch)
+        if side == "ours":
+            figures[name].update(_work(run.stats))
     return figures
+
+
+def _work(stats: GenerationStats) -> dict:
+    """Machine-independent work of our last run: decode steps, and cache slots (per layer)
+    whose keys/values the steps read, a shared prefix counted once."""
+    return dict(decode_steps=stats.decode_steps, shared_steps=stats.shared_steps, kv_slots=stats.decode_kv_slots,
+                kv_live=stats.decode_kv_live)
 
 
 def _child(args, side: str, queue) -> None:
@@ -258,12 +288,16 @@ def main() -> None:
     p.add_argument("--cold", action="store_true", help="one run per workload, no warm-up; time whole processes")
     p.add_argument("--timeout", type=float, default=3600, help="seconds a side may take")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
+    p.add_argument("--no-shared-prefix", action="store_true",
+                   help="our decode steps read every row's whole prompt (Generator(shared_prefix=False))")
+    p.add_argument("--sides", default="ours,hf", choices=["ours,hf", "ours"],
+                   help="'ours' skips Hugging Face (before/after comparisons of our engine)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0: torch's default; 1 gives steadier numbers on a shared machine)")
     args = p.parse_args()
     sides, process_s = {}, {}
     ctx = mp.get_context("spawn")
-    for side in ("ours", "hf"):
+    for side in args.sides.split(","):
         queue = ctx.Queue()
         start = time.perf_counter()
         proc = ctx.Process(target=_child, args=(args, side, queue))
@@ -280,10 +314,23 @@ def main() -> None:
             print(json.dumps({"side": side, "error": sides[side].get("error", f"exit code {proc.exitcode}")}), flush=True)
             raise SystemExit(1)
     for name, ours in sides["ours"].items():
-        hf = sides["hf"][name]
         row = {"workload": name, "size": args.model or args.size, "device": args.device, "dtype": args.dtype,
-               "threads": args.threads or torch.get_num_threads(),
+               "threads": args.threads or torch.get_num_threads(), "shared_prefix": not args.no_shared_prefix,
                "requests": ours["requests"], "batch": ours["batch"], "new_tokens": ours["tokens"]}
+        row.update({f"ours_{k}": ours[k] for k in ("decode_steps", "shared_steps", "kv_slots")})
+        row["ours_kv_slots_per_step"] = round(ours["kv_slots"] / max(ours["decode_steps"], 1), 1)
+        row["ours_kv_read_over_live"] = round(ours["kv_slots"] / max(ours["kv_live"], 1), 2)  # 1.0: no slot wasted
+        if "hf" not in sides:
+            row["ours_s"] = round(ours["s"], 3)
+            if "ms_per_step" in ours:
+                row["ours_ms_per_step"] = round(ours["ms_per_step"], 2)
+            else:  # the whole run (prompts included) per decode step
+                row["ours_ms_per_step_with_prefill"] = round(1e3 * ours["s"] / ours["decode_steps"], 2)
+            if "texts" in ours:  # equal digests: the same completions (e.g. with and without --no-shared-prefix)
+                row["ours_texts_sha1"] = hashlib.sha1("\0".join(ours["texts"]).encode()).hexdigest()[:12]
+            print(json.dumps(row), flush=True)
+            continue
+        hf = sides["hf"][name]
         for label, fig in (("ours", ours), ("hf", hf)):
             row[f"{label}_s"] = round(fig["s"], 3)
             row[f"{label}_tok_s"] = round(fig["tokens"] / fig["s"], 1)

@@ -16,7 +16,9 @@ more. Stages (each prints JSON lines; "ok" is false where a check fails):
   the model FLOP rate on tokens run (2 x non-embedding parameters per token) and its share
   of the device's measured matrix-product rate and of the nominal H100 peak (MFU).
 - decode: ms per decode step at batch 1 and 64, short and few-shot prompts, with the floor of
-  reading the weights and the live KV cache once per step at the measured copy bandwidth.
+  reading the weights and the live KV cache once per step at the measured copy bandwidth (a
+  prompt prefix every row holds counted once, as the shared-prefix step reads it), and the
+  cache slots the steps did read (their buckets included).
 - mmlu: the whole real MMLU (every subject, 5-shot) end to end: host phases (load and plan,
   tokenise, trie) and the scoring run timed apart.
 
@@ -294,6 +296,7 @@ def stage_decode(s: Setup) -> None:
 
     from bench_generation import gsm8k_like, short_prompts, SHAPES
     from llama_eval.engine.generation import Generator
+    from llama_eval.model.tokenizer import common_prefix
     from llama_eval.requests import GenerationRequest
 
     model = s.model()
@@ -313,6 +316,9 @@ def stage_decode(s: Setup) -> None:
                 return [GenerationRequest(header + f" {i}", max_new_tokens=n) for i in range(batch)]
 
             prompt_len = max(len(tok.encode(r.prompt, bos=True)) for r in reqs(n2))
+            # Tokens every row holds alike (the few-shot header): the floor reads their keys once.
+            ids = [tok.encode(r.prompt, bos=True)[:-1] for r in reqs(n2)]
+            shared = min(common_prefix(ids[0], x) for x in ids) if batch > 1 else 0
             gen = Generator(model, tok, max_batch=batch, max_len=min(a.max_seq_len, prompt_len + n2 + 64))
             gen.generate(reqs(n2))  # warm-up: captures every graph these runs use
             t = [float("inf")] * 2
@@ -324,11 +330,15 @@ def stage_decode(s: Setup) -> None:
                     s.sync()
                     t[j] = min(t[j], time.perf_counter() - start)
             ms = 1e3 * (t[1] - t[0]) / (n2 - n1)
-            kv = 2 * a.n_layers * batch * a.kv_heads * a.head_dim * (prompt_len + n2) * s.dtype.itemsize
+            slot_bytes = 2 * a.n_layers * a.kv_heads * a.head_dim * s.dtype.itemsize
+            kv = slot_bytes * (shared + batch * (prompt_len - shared + n2))
             floor = 1e3 * (weights + kv) / bandwidth
+            read = gen.stats.decode_kv_slots / max(gen.stats.decode_steps, 1)  # slots the steps read (buckets)
             # On a shared CPU (the dry run) timings can even come out negative: only the GPU's count.
             emit(check="decode step", ok=s.dry or ms > 0, batch=batch, prompt=kind, prompt_tokens=prompt_len,
                  ms_per_step=round(ms, 2), floor_ms=round(floor, 2), ratio_to_floor=round(ms / floor, 2),
+                 shared_prompt_tokens=shared, kv_slots_per_step=round(read),
+                 kv_gb_per_step=round(read * slot_bytes / 1e9, 3), shared_steps=gen.stats.shared_steps,
                  copy_gb_s=round(bandwidth / 1e9), peak_mb=s.peak_mb())
             del gen
             if s.device == "cuda":

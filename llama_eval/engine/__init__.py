@@ -7,4 +7,4 @@ beyond float tolerance, a generated token, tokenisation, truncation, stop handli
 must bump it.
 """
 
-ENGINE_VERSION = 2  # 2: Llama 3 RoPE and end-of-turn stops; tokenizer kinds; encode_pairs by word tails
+ENGINE_VERSION = 3  # 2: Llama 3 RoPE and end-of-turn stops; tokenizer kinds; encode_pairs by word tails; 3: shared-prefix decode

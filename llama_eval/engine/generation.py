@@ -32,6 +32,22 @@ over a power-of-two bucket of slots, not the whole cache. On CUDA each (row buck
 bucket, greedy or sampling) step is captured once as a CUDA graph and replayed, one launch
 per step instead of hundreds. Elsewhere the same step function runs eagerly.
 
+Shared prefixes are read once. In few-shot generation every live row starts with the task's
+header (GSM8K's 8 exemplars, NQ's 64 shots); `_load` computes it once and copies it into
+each row, so whenever the live rows' `held` lists share their first P tokens, slots [0, P)
+hold the same keys/values in all of them. A decode step then reads those P slots from one
+live row for the whole bucket and only each row's own slots [P, P + own) per row
+(`shared_prefix_attention` in model/llama.py): a step reads P + B * own slots instead of
+B * (P + own). No cache layout changes. P is the live rows' common prefix rounded down to a
+multiple of _SHARED_GRANULE, so the step's shapes (and CUDA graphs, keyed by row bucket, P,
+slot bucket and sampling) stay few; the own part is bucketed more finely than kv_len
+(`_own_bucket`: steps of 1.5x and 1.33x), since it is read once per row. The path is taken
+where it saves enough slot reads to pay for its extra kernels (_MIN_SHARED_SAVING; never for
+a lone row, where nothing is shared). Rows whose prompts were prefilled in different groups
+hold the same tokens computed separately, equal up to float rounding; like a different batch
+shape, reading them from one row can change results only by float rounding.
+Generator(shared_prefix=False) keeps every step on the plain path.
+
 A change here that can alter results beyond float rounding must bump ENGINE_VERSION
 (engine/__init__.py): it keys the request cache.
 """
@@ -53,6 +69,14 @@ from ..requests import GenerationRequest, GenerationResult
 
 _MASK32 = 0xFFFFFFFF
 _MIN_BUCKET = 32  # smallest number of cache slots a decode step attends over
+_SHARED_GRANULE = 64  # a shared prefix is used in whole multiples of this many slots
+# The shared-prefix path runs about a dozen more small kernels per layer than one fused
+# attention call, so a step takes it only where it reads at least this many fewer cache slots
+# (per layer). Estimates, to be checked with benchmarks/bench_shared_prefix.py: at the 7B shape
+# on an H100 (16 KB of keys/values per slot and layer, ~2 us per kernel in a graph) the extra
+# kernels cost about what 5,000 slots take to read; on a CPU with the benchmarks' small model
+# (2 KB per slot, ~10 us per op) about 750.
+_MIN_SHARED_SAVING = {"cuda": 4096, "cpu": 512}
 
 
 @dataclass
@@ -64,6 +88,9 @@ class GenerationStats:
     decode_steps: int = 0  # batched decode steps
     decode_rows: int = 0  # rows run by decode steps (live rows plus the idle rows of their bucket)
     rows_moved: int = 0  # live rows moved to a lower cache row to shrink the step's bucket
+    decode_kv_slots: int = 0  # cache slots whose keys/values decode steps read, per layer (a shared prefix once)
+    decode_kv_live: int = 0  # of which live rows' tokens, a prefix all hold counted once: what a step must read
+    shared_steps: int = 0  # decode steps that read a shared prefix once for all rows
     truncated: int = 0  # prompts cut from the left to fit the window
 
 
@@ -129,6 +156,16 @@ def _bucket(n: int, max_len: int) -> int:
     while size < n:
         size *= 2
     return min(size, max_len)
+
+
+def _own_bucket(n: int, limit: int) -> int:
+    """Slots past a shared prefix a step reads per row when the longest row uses n of them:
+    32 x 1, 1.5, 2, 3, 4, 6, ... (at most 1.5x the need, against 2x for powers of two: these
+    slots are read once per row), at most limit."""
+    size = _MIN_BUCKET
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3  # 32 -> 48 -> 64 -> 96 -> 128
+    return min(size, limit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,10 +253,12 @@ class Generator:
     from the left, keeping its last max_len - max_new_tokens tokens. use_cuda_graphs (default:
     whether the model is on CUDA) replays the decode step as captured CUDA graphs.
     prefill_tokens bounds the tokens (padding included) of one batched prefill forward.
+    shared_prefix: decode steps read the live rows' common prompt prefix once (see the module
+    docstring); False reads every row in full (the reference path in tests).
     """
 
     def __init__(self, model: Transformer, tokenizer, max_batch: int = RunConfig.max_batch, max_len: int | None = None,
-                 use_cuda_graphs: bool | None = None, prefill_tokens: int = 4096):
+                 use_cuda_graphs: bool | None = None, prefill_tokens: int = 4096, shared_prefix: bool = True):
         window = model.args.max_seq_len
         max_len = window if max_len is None else max_len
         if not 2 <= max_len <= window:
@@ -233,6 +272,10 @@ class Generator:
         self.use_cuda_graphs = on_cuda if use_cuda_graphs is None else use_cuda_graphs
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.max_len, self.prefill_tokens = max_batch, max_len, prefill_tokens
+        self.shared_prefix = shared_prefix
+        self._min_shared_saving = _MIN_SHARED_SAVING.get(self.device.type, _MIN_SHARED_SAVING["cpu"])
+        # ((row, held list) of each live row, lists by identity; their common prefix length)
+        self._prefix_memo: tuple[list[tuple[int, list[int]]], int] = ([], 0)
         self.cache = model.new_cache(max_batch, max_len)
         self.stats = GenerationStats()
         # Logits past the tokenizer's vocabulary (a padded embedding) are never chosen.
@@ -240,9 +283,9 @@ class Generator:
         self._token_hash = _mix32(torch.arange(self.vocab, device=self.device))
         self._slots = torch.arange(max_len, device=self.device)
         self._views = {b: self.cache.rows(b) for b in {_row_bucket(n, max_batch) for n in range(1, max_batch + 1)}}
-        # (row bucket, kv_len, sampling) -> (graph, output); the graphs read their inputs from
-        # the first columns of two fixed buffers.
-        self._graphs: dict[tuple[int, int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # (row bucket, shared_len, kv_len, sampling) -> (graph, output); the graphs read their
+        # inputs from the first columns of two fixed buffers.
+        self._graphs: dict[tuple[int, int, int, bool], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static_in: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -264,7 +307,7 @@ class Generator:
         while queue or any(rows):
             self._fill(rows, held, queue, requests, [ids for ids, _ in prompts])
             self._compact(rows, held)
-            chosen = self._decode(rows, requests)
+            chosen = self._decode(rows, held, requests)
             for r, row in enumerate(rows):
                 if row is None or not self._advance(row, chosen[r], requests[row.request]):
                     continue
@@ -437,60 +480,103 @@ class Generator:
             held[dst] = held[src]
         self.stats.rows_moved += len(movers)
 
-    def _decode(self, rows: list[_Row | None], requests: Sequence[GenerationRequest]) -> list[int]:
+    def _shared_prefix(self, rows: list[_Row | None], held: list[list[int]]) -> tuple[int, int]:
+        """(n, r): the live rows' held lists all start with held[r][:n], r the lowest live row.
+
+        Every live row's position is at least len(held) >= n, so each may see all n slots.
+        Recomputed only when the live rows or their held lists change (fill, compaction, a
+        finished row); lists are compared by identity, and the memo keeps them alive, so an id
+        is never reused while it stands in the memo.
+        """
+        live = [(r, held[r]) for r, row in enumerate(rows) if row is not None]
+        memo, n = self._prefix_memo
+        if len(memo) == len(live) and all(a == c and b is d for (a, b), (c, d) in zip(memo, live)):
+            return n, live[0][0]
+        ref = min((h for _, h in live), key=len)
+        n = len(ref)
+        for _, h in live:
+            if h[:n] != ref[:n]:
+                n = common_prefix(ref, h)
+        self._prefix_memo = (live, n)
+        return n, live[0][0]
+
+    def _decode(self, rows: list[_Row | None], held: list[list[int]],
+                requests: Sequence[GenerationRequest]) -> list[int]:
         """One decode step over the live rows' bucket; the token chosen for each row of the
         bucket (garbage for idle rows)."""
         idle = self.max_len - 1  # a slot no kept token reaches (prompt + new tokens <= max_len)
         batch = _row_bucket(max(r for r, row in enumerate(rows) if row is not None) + 1, self.max_batch)
+        shared, source = self._shared_prefix(rows, held)
         ints, floats = [], []
         for row in rows[:batch]:
             if row is None:
-                ints.append((0, idle, 0, 0))
+                ints.append((0, idle, 0, 0, source))
                 floats.append((0.0, 1.0))
             else:
                 req = requests[row.request]
-                ints.append((row.token, row.position, row.key, row.generated))
+                ints.append((row.token, row.position, row.key, row.generated, source))
                 floats.append((req.temperature, req.top_p))
-        inputs = torch.tensor(ints, dtype=torch.long).T  # [4, B]
+        inputs = torch.tensor(ints, dtype=torch.long).T  # [5, B]
         params = torch.tensor(floats, dtype=torch.float32).T  # [2, B]
-        kv_len = _bucket(max(row.position for row in rows if row is not None) + 1, self.max_len)
+        lengths = [row.position + 1 for row in rows if row is not None]
+        used = max(lengths)
+        kv_len = _bucket(used, self.max_len)
+        shared_len = shared // _SHARED_GRANULE * _SHARED_GRANULE if self.shared_prefix else 0
+        if shared_len and batch > 1:
+            own = _own_bucket(used - shared_len, self.max_len - shared_len)
+            if batch * kv_len - (shared_len + batch * own) >= self._min_shared_saving:
+                kv_len = shared_len + own
+            else:
+                shared_len = 0
+        else:  # a lone row shares nothing
+            shared_len = 0
         sample = any(p[0] > 0 for p in floats)
         self.stats.decode_steps += 1
         self.stats.decode_rows += batch
+        self.stats.decode_kv_slots += shared_len + batch * (kv_len - shared_len)
+        self.stats.decode_kv_live += sum(lengths) - (len(lengths) - 1) * shared
+        self.stats.shared_steps += shared_len > 0
         if self.use_cuda_graphs:
-            return self._replay(inputs, params, kv_len, sample)
+            return self._replay(inputs, params, shared_len, kv_len, sample)
         with torch.no_grad():
-            return self._step(inputs.to(self.device), params.to(self.device), kv_len, sample).tolist()
+            return self._step(inputs.to(self.device), params.to(self.device), shared_len, kv_len, sample).tolist()
 
-    def _step(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int, sample: bool) -> torch.Tensor:
+    def _step(self, inputs: torch.Tensor, params: torch.Tensor, shared_len: int, kv_len: int,
+              sample: bool) -> torch.Tensor:
         """Feed every row of the bucket its next token and choose the one after: token ids [B].
 
-        inputs: int64 [4, B] = token, position, noise key, tokens generated so far.
+        inputs: int64 [5, B] = token, position, noise key, tokens generated so far, and (the
+        same in every column) the cache row slots [0, shared_len) are read from for all rows.
         params: float32 [2, B] = temperature (0: greedy), top_p. The bucket is cache rows
-        [0, B). Shapes depend only on B, kv_len and `sample`, and nothing syncs with the host,
-        so a CUDA graph can hold it; without `sample` no sampling code runs (all rows greedy).
+        [0, B); they attend over slots [0, kv_len), of which the first shared_len (0: none)
+        hold the same keys/values in every live row. Shapes depend only on B, shared_len,
+        kv_len and `sample`, and nothing syncs with the host, so a CUDA graph can hold it;
+        without `sample` no sampling code runs (all rows greedy).
         """
-        tokens, positions, keys, steps = inputs
+        tokens, positions, keys, steps, source = inputs
         positions = positions[:, None]  # [B, 1]
-        mask = (self._slots[:kv_len] <= positions)[:, None, None, :]  # [B, 1, 1, S]
+        mask = (self._slots[shared_len:kv_len] <= positions)[:, None, None, :]  # [B, 1, 1, kv_len - shared_len]
         h = self.model.hidden(tokens[:, None], positions, mask=mask, cache=self._views[tokens.shape[0]],
-                              slots=positions, kv_len=kv_len)  # [B, 1, C]
+                              slots=positions, kv_len=kv_len, shared_len=shared_len,
+                              shared_row=source[:1])  # [B, 1, C]
         logits = self.model.head(h[:, 0])[:, : self.vocab]  # [B, V]
         if not sample:
             return logits.argmax(-1)
         return _choose_tokens(logits, params[0], params[1], _uniform(keys, steps, self._token_hash))
 
     @torch.no_grad()
-    def _replay(self, inputs: torch.Tensor, params: torch.Tensor, kv_len: int, sample: bool) -> list[int]:
-        """The step as a CUDA graph for this (row bucket, kv_len, sampling), captured on first use."""
+    def _replay(self, inputs: torch.Tensor, params: torch.Tensor, shared_len: int, kv_len: int,
+                sample: bool) -> list[int]:
+        """The step as a CUDA graph for this (row bucket, shared_len, kv_len, sampling), captured
+        on first use."""
         if self._static_in is None:
-            self._static_in = (torch.zeros(4, self.max_batch, dtype=torch.long, device=self.device),
+            self._static_in = (torch.zeros(5, self.max_batch, dtype=torch.long, device=self.device),
                                torch.ones(2, self.max_batch, dtype=torch.float32, device=self.device))
         batch = inputs.shape[1]
         static_inputs, static_params = (t[:, :batch] for t in self._static_in)
         static_inputs.copy_(inputs)
         static_params.copy_(params)
-        key = (batch, kv_len, sample)
+        key = (batch, shared_len, kv_len, sample)
         if key not in self._graphs:
             # Warm-up runs on the current inputs write the same keys/values the real step
             # writes, so they change nothing; they settle cuBLAS and the allocator before capture.
@@ -498,11 +584,11 @@ class Generator:
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
-                    self._step(static_inputs, static_params, kv_len, sample)
+                    self._step(static_inputs, static_params, shared_len, kv_len, sample)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = self._step(static_inputs, static_params, kv_len, sample)
+                out = self._step(static_inputs, static_params, shared_len, kv_len, sample)
             self._graphs[key] = (graph, out)
         graph, out = self._graphs[key]
         graph.replay()

@@ -196,7 +196,9 @@ class ForwardInputs:
     blocks with an allowed pair are computed). key_blocks: query blocks attending gathered
     cache slots (`KeyBlocks`); bias is then its mask made additive, [nb, 1, block, K].
     slots: where the new keys/values go in the cache ([T] or [B, T]); kv_len: the cache
-    slots attended over.
+    slots attended over. shared_len > 0: cache slots [0, shared_len) hold the same
+    keys/values in every row and are read once, from cache row shared_row (int64 [1]), for
+    all rows (`shared_prefix_attention`); bias then covers only slots [shared_len, kv_len).
     """
 
     rope: tuple[torch.Tensor, torch.Tensor]
@@ -205,6 +207,8 @@ class ForwardInputs:
     kv_len: int = 0
     block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
     key_blocks: KeyBlocks | None = None
+    shared_len: int = 0
+    shared_row: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,56 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Te
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None, enable_gqa=grouped)
 
 
+def _scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched a @ b ([N, M, K] @ [N, K, P]) in float32. On CUDA, half inputs keep float32
+    products (cuBLAS's float32 output) instead of rounding scores to 8 mantissa bits."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a, b).float()
+
+
+def shared_prefix_attention(q: torch.Tensor, cache: LayerCache, inputs: ForwardInputs) -> torch.Tensor:
+    """Attention of q [B, H, T, D] over cache slots [0, kv_len) when slots [0, P) (P =
+    inputs.shared_len) hold the same keys/values in every row: [B, H, T, D].
+
+    Why: in few-shot generation every row starts with the task's header (GSM8K's 8 exemplars,
+    NQ's 64 shots), copied into each row from one computation. A plain decode step reads those
+    P keys and values once per row; here they are read once, from row `inputs.shared_row`, as
+    one matrix product with the queries of every row (grouped by key/value head), and only
+    each row's own slots [P, kv_len) are read per row (under `inputs.bias`, [B or 1, 1, T,
+    kv_len - P]). Both score sets go through one softmax, so the result is that of attending
+    over the full rows, up to float rounding (the cascade / shared-prefix attention of
+    FlashInfer and Hydragen, written with plain matrix products).
+
+    The caller guarantees that every query may see every shared slot (its position is at
+    least P) and that each query row allows at least one own slot or has P > 0, so no softmax
+    row is empty. Scores and softmax are float32; probabilities are cast back to the values'
+    dtype for the weighted sums, as fused kernels do.
+    """
+    P, S = inputs.shared_len, inputs.kv_len
+    B, H, T, D = q.shape
+    Hkv = cache.k.shape[1]
+    G = H // Hkv  # query head h uses key/value head h // G (as repeat_interleave would)
+    src = inputs.shared_row
+    k_shared = cache.k[:, :, :P].index_select(0, src)[0]  # [Hkv, P, D]: the only read of these slots
+    v_shared = cache.v[:, :, :P].index_select(0, src)[0]
+    k_own = cache.k[:, :, P:S].reshape(B * Hkv, S - P, D)  # views: rows' own slots
+    v_own = cache.v[:, :, P:S].reshape(B * Hkv, S - P, D)
+    qg = q.reshape(B, Hkv, G * T, D)
+    q_by_head = qg.transpose(0, 1).reshape(Hkv, B * G * T, D)  # every row's queries, per kv head
+    scale = D ** -0.5
+    shared = _scores(q_by_head, k_shared.transpose(1, 2)).view(Hkv, B, G, T, P).transpose(0, 1) * scale
+    own = _scores(qg.reshape(B * Hkv, G * T, D), k_own.transpose(1, 2)).view(B, Hkv, G, T, S - P) * scale
+    if inputs.bias is not None:
+        own = own + inputs.bias[:, :, None]  # [B or 1, 1, 1, T, S - P]: the same mask for every head
+    probs = torch.cat((shared, own), -1).softmax(-1).to(v_own.dtype)  # [B, Hkv, G, T, S]
+    p_shared = probs[..., :P].transpose(0, 1).reshape(Hkv, B * G * T, P)
+    p_own = probs[..., P:].reshape(B * Hkv, G * T, S - P)
+    out = torch.bmm(p_shared, v_shared).view(Hkv, B, G * T, D).transpose(0, 1)  # [B, Hkv, G*T, D]
+    out = out + torch.bmm(p_own, v_own).view(B, Hkv, G * T, D)
+    return out.reshape(B, H, T, D)
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -284,6 +338,9 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|Hkv, T, D]
         if cache is not None:
             cache.write(inputs.slots, k, v)
+            if inputs.shared_len:
+                out = shared_prefix_attention(q, cache, inputs)  # [B, H, T, D]
+                return self.wo(out.transpose(1, 2).reshape(B, T, -1))
             k, v = cache.read(inputs.kv_len)  # [B, Hkv, S, D]
         grouped = self.kv_heads != self.n_heads
         if inputs.block_mask is not None:
@@ -347,7 +404,8 @@ class Transformer(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
                mask: torch.Tensor | None = None, cache: KVCache | None = None,
-               slots: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
+               slots: torch.Tensor | None = None, kv_len: int | None = None, shared_len: int = 0,
+               shared_row: torch.Tensor | None = None) -> torch.Tensor:
         """Last hidden states [B, T, C] (before the final norm).
 
         tokens: [B, T]. positions: rotary positions, [T] or [B, T]; default 0..T-1.
@@ -357,6 +415,10 @@ class Transformer(nn.Module):
         cache/slots/kv_len: write the new keys/values at `slots` of `cache` ([T] or [B, T])
         and attend over cache slots [0, kv_len) instead of the new tokens alone. With a cache and
         one row, `KeyBlocks` may stand in for the mask too.
+        shared_len/shared_row: cache slots [0, shared_len) hold the same keys/values in every
+        row (the caller's guarantee) and every query may see them; they are read once, from
+        cache row shared_row (int64 [1]), and the mask covers only slots [shared_len, kv_len)
+        (K = kv_len - shared_len). See `shared_prefix_attention`.
         """
         B, T = tokens.shape
         if positions is None:
@@ -364,6 +426,10 @@ class Transformer(nn.Module):
         if cache is not None:
             if slots is None or kv_len is None or mask is None:
                 raise ValueError("a forward with a cache needs slots, kv_len and an explicit mask")
+        if shared_len and (cache is None or shared_row is None or not 0 < shared_len < kv_len
+                           or not isinstance(mask, torch.Tensor)):
+            raise ValueError(f"shared_len {shared_len} needs a cache, a shared_row, kv_len {kv_len} above it "
+                             "and a boolean mask")
         h = self.tok_embeddings(tokens)
         bias = block_mask = key_blocks = None
 
@@ -379,7 +445,7 @@ class Transformer(nn.Module):
         elif mask is not None:
             block_mask = mask
         rope = rotary_tables(positions, self.args.head_dim, self.args.rope_theta, self.args.rope_scaling)
-        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask, key_blocks)
+        inputs = ForwardInputs(rope, bias, slots, kv_len or 0, block_mask, key_blocks, shared_len, shared_row)
         for i, layer in enumerate(self.layers):
             h = layer(h, inputs, None if cache is None else cache.layers[i])
         return h
