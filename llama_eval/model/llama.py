@@ -270,11 +270,26 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Te
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=bias is None, enable_gqa=grouped)
 
 
+@functools.cache
+def _bmm_float32_output(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this PyTorch has bmm's float32-output overload for `dtype` inputs on `device`
+    (CUDA builds of recent versions). Probed once, eagerly (a decode step's warm-up runs before
+    any CUDA graph capture)."""
+    try:
+        x = torch.zeros(1, 1, 1, device=device, dtype=dtype)
+        return torch.bmm(x, x, out_dtype=torch.float32).dtype == torch.float32
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
 def _scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batched a @ b ([N, M, K] @ [N, K, P]) in float32. On CUDA, half inputs keep float32
-    products (cuBLAS's float32 output) instead of rounding scores to 8 mantissa bits."""
+    products (cuBLAS's float32 output) instead of rounding scores to 8 mantissa bits; where
+    that overload is missing, the inputs are widened first (more traffic, same numbers)."""
     if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
-        return torch.bmm(a, b, out_dtype=torch.float32)
+        if _bmm_float32_output(a.device, a.dtype):
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        return torch.bmm(a.float(), b.float())
     return torch.bmm(a, b).float()
 
 
