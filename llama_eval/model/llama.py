@@ -11,6 +11,10 @@ Rotary embeddings follow Meta's convention (interleaved pairs 2i, 2i+1 of each h
 Positions are always explicit integers, so one forward can hold tokens of different
 sequences at arbitrary positions: the scoring engine packs a prefix tree into one row,
 the generator decodes rows that are at different lengths.
+
+The elementwise work (RMSNorm, residual add + norm, rotary, SiLU gate) is written as pure
+functions that a model runs either as written or as fused torch.compile kernels
+(`Transformer.compile_elementwise`); matrix products and attention always run eagerly.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ def rotary_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Te
 class Elementwise:
     """The elementwise and reduction work of a forward (everything but the matrix products
     and attention), as pure functions with the signatures of the functions above. EAGER runs
-    them as written; `Elementwise.compiled()` runs the same functions as fused kernels.
+    them as written; `Elementwise.compiled_kernels()` runs the same functions as fused kernels.
     A model holds one of them (`Transformer.compile_elementwise`)."""
 
     rms_norm: Callable[..., torch.Tensor]
@@ -167,7 +171,8 @@ class Elementwise:
         N marked dynamic and the feature sizes static: one compile serves every batch and
         sequence length (scoring runs a hundred distinct T, decoding a few row buckets), plus
         one specialisation PyTorch always makes for N = 1, while the kernels stay specialised
-        to the model's width and head size. Plain `dynamic=False` would recompile for every
+        to the model's width and head size (dynamic=None, Dynamo's default, honours the
+        marks and keeps unmarked sizes static). Plain `dynamic=False` would recompile for every
         new T until Dynamo's recompile limit sends the rest to eager; `dynamic=True` would make
         the widths symbolic too. Not mode="reduce-overhead": that captures CUDA graphs of its
         own, and the generator already captures the whole decode step, these kernels included.
@@ -382,9 +387,9 @@ class TransformerBlock(nn.Module):
         self.elementwise = EAGER
 
     def forward(self, x: torch.Tensor, inputs: ForwardInputs, cache: LayerCache | None) -> torch.Tensor:
-        norm = self.ffn_norm
-        h, normed = self.elementwise.add_rms_norm(x, self.attention(self.attention_norm(x), inputs, cache),
-                                                  norm.weight, norm.eps)
+        attended = self.attention(self.attention_norm(x), inputs, cache)
+        # The residual sum and the FFN's norm of it together: one pass over h when compiled.
+        h, normed = self.elementwise.add_rms_norm(x, attended, self.ffn_norm.weight, self.ffn_norm.eps)
         return h + self.feed_forward(normed)
 
 
