@@ -33,6 +33,7 @@ def tiny(tok, kv_heads: int):
 def graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
+    assert not counters["graph_break"], counters["graph_break"]  # each function compiles whole
     return counters["stats"]["unique_graphs"]
 
 
@@ -60,9 +61,13 @@ def test_compiled_scoring_equals_eager_with_one_compile_for_all_lengths(tiny_mod
     assert max(abs(a.logprob - b.logprob) for a, b in zip(eager, compiled)) <= 1e-5
     assert [r.is_greedy for r in eager] == [r.is_greedy for r in compiled]
     # Many forward lengths, few compiles: the token dimension is dynamic (<= 2 graphs per
-    # function: the dynamic one and PyTorch's N = 1 specialisation; fewer if an earlier test
-    # compiled them already).
+    # function: the dynamic one and PyTorch's N = 1 specialisation).
     assert len(lengths) >= 8
+    assert graphs_compiled() - before <= 8
+    model.compile_elementwise(False)
+    model.compile_elementwise(True)  # switching back reuses this model's kernels
+    again = Scorer(model, tok, batch_tokens=37).loglikelihood(reqs)
+    assert [r.logprob for r in again] == [r.logprob for r in compiled[len(reqs) : 2 * len(reqs)]]
     assert graphs_compiled() - before <= 8
 
 

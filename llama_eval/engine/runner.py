@@ -25,7 +25,7 @@ def cpp_compiler() -> str | None:
 def use_compile(requested: bool | None, device) -> bool:
     """RunConfig.compile resolved for a model on `device`: whether its elementwise work runs
     as torch.compile'd kernels. None (auto): on CUDA where Triton is installed, off elsewhere
-    (on the CPU compiling costs seconds to minutes and saves little). True where the compiler
+    (on the CPU compiling costs tens of seconds and measured no gain: benchmarks/README.md). True where the compiler
     it needs is missing, or on another device type, is a UserError."""
     import torch
 
@@ -43,8 +43,8 @@ def use_compile(requested: bool | None, device) -> bool:
         raise UserError(f"--compile: fused kernels are built for cuda and cpu devices, not {device.type}; "
                         "leave --compile out")
     if cpp_compiler() is None:
-        raise UserError("--compile on the CPU needs a C++ compiler (g++, or the one named by "
-                        "torch._inductor.config.cpp.cxx) and none was found; install one or leave --compile out")
+        raise UserError("--compile on the CPU needs a C++ compiler (g++, or the one $CXX names) and none was "
+                        "found; install one or leave --compile out")
     return True
 
 

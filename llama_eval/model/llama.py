@@ -20,7 +20,9 @@ functions that a model runs either as written or as fused torch.compile kernels
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,8 +179,17 @@ class Elementwise:
         the widths symbolic too. Not mode="reduce-overhead": that captures CUDA graphs of its
         own, and the generator already captures the whole decode step, these kernels included.
         """
+        copy = next(_COPIES)
+
         def fused(fn):
-            return torch.compile(fn, fullgraph=True, dynamic=None)
+            # A copy of fn with its own code object: Dynamo keeps compiled code and counts
+            # recompiles (8 at most, then eager) per code object, so each model gets its own
+            # (a model compiles up to 4 variants: N dynamic or 1, inference tensors or not).
+            code = fn.__code__.replace(co_name=f"{fn.__name__}_{copy}")
+            own = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+            # Not fullgraph=True: past the recompile limit that raises; this way calls fall back
+            # to eager with Dynamo's warning (tests check that these functions have no graph breaks).
+            return torch.compile(own, dynamic=None)
 
         norm, add_norm, rot, gate = fused(rms_norm), fused(add_rms_norm), fused(rotary_qk), fused(silu_gate)
 
@@ -216,6 +227,7 @@ def _tokens(x: torch.Tensor, lead: int | None = None) -> torch.Tensor:
 
 
 EAGER = Elementwise(rms_norm, add_rms_norm, rotary_qk, silu_gate)
+_COPIES = itertools.count()  # names the per-model copies of the compiled functions
 
 
 class LayerCache:
@@ -403,6 +415,7 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        self._compiled: Elementwise | None = None  # this model's compiled kernels, once asked for
 
     def compile_elementwise(self, enabled: bool) -> "Transformer":
         """Run this model's elementwise work (RMSNorm, residual add + norm, rotary, SiLU gate)
@@ -413,7 +426,9 @@ class Transformer(nn.Module):
         forward of each kind of shape (seconds; a C++ compiler is needed on the CPU, Triton on
         CUDA), so the generator's warm-up steps compile them before a CUDA graph captures them.
         """
-        kernels = Elementwise.compiled_kernels() if enabled else EAGER
+        if enabled and self._compiled is None:
+            self._compiled = Elementwise.compiled_kernels()  # kept: switching back on recompiles nothing
+        kernels = self._compiled if enabled else EAGER
         for module in self.modules():
             if isinstance(module, (RMSNorm, Attention, FeedForward, TransformerBlock)):
                 module.elementwise = kernels
