@@ -239,10 +239,12 @@ def stage_correctness(s: Setup) -> None:
         emit(check=name, ok=diff <= tol, max_abs_diff=round(diff, 5), choice_agreement=agree, requests=len(reqs))
 
     compare("packed vs unshared", [r.logprob for r in packed], [r.logprob for r in unshared])
-    if model.elementwise_compiled:
-        eager = Scorer(model.compile_elementwise(False), s.tok).loglikelihood(reqs)
-        model.compile_elementwise(True)
-        compare("compiled vs eager elementwise", [r.logprob for r in packed], [r.logprob for r in eager])
+    if can_compile(s):
+        was = model.elementwise_compiled  # the run's default: compiled on CUDA, eager in the dry run
+        other = Scorer(model.compile_elementwise(not was), s.tok).loglikelihood(reqs)
+        model.compile_elementwise(was)
+        compiled, eager = (packed, other) if was else (other, packed)
+        compare("compiled vs eager elementwise", [r.logprob for r in compiled], [r.logprob for r in eager])
     compare("packed vs per-request causal", [r.logprob for r in packed], causal)
     prompts = [GenerationRequest(r.context, max_new_tokens=12) for r in reqs[::4]]
     eager = Generator(model, s.tok, max_batch=4, use_cuda_graphs=False).generate(prompts)
@@ -255,16 +257,22 @@ def stage_correctness(s: Setup) -> None:
     emit(check="peak memory", ok=True, peak_mb=s.peak_mb())
 
 
-def stage_forward(s: Setup) -> None:
+def can_compile(s: Setup) -> bool:
+    """Whether this run can compile the elementwise work: on CUDA with Triton; in the dry run
+    where a C++ compiler exists."""
     from llama_eval.engine.runner import cpp_compiler, use_compile
 
+    return use_compile(None, s.device) or bool(s.dry and cpp_compiler())
+
+
+def stage_forward(s: Setup) -> None:
     start = time.perf_counter()
     budget = STAGES["forward"][1 if s.dry else 0]
     model = s.model()
     # The dry run keeps 256 requests (the real files give 1,800 here): room for both modes on a slow CPU.
     reqs = s.mmlu_requests(8)[:256] if s.dry else s.mmlu_requests(600)
     rate = matmul_rate(s)
-    modes = [True, False] if use_compile(None, s.device) or (s.dry and cpp_compiler()) else [False]
+    modes = [True, False] if can_compile(s) else [False]
     last_wall = 0.0
     for compiled in modes:
         left = budget - (time.perf_counter() - start)
