@@ -58,7 +58,8 @@ def evaluate(model, tasks: str | Sequence[str], **options) -> Evaluation | None:
 
     model: a spec string (as `--model`) or a `(Transformer, Tokenizer)` pair in memory, such as
     `llama_eval.load_model` returns. An in-memory model is evaluated where it is (its device and
-    dtype), in eval mode and without gradients, and its training mode is restored afterwards.
+    dtype), in eval mode and without gradients; its training mode and its elementwise kernels
+    (`compile`) are restored afterwards.
     tasks: task names, as a list or one comma-separated string.
     options: RunConfig fields by name (`data_dir`, `shots`, `limit`, `output`, ...); an unknown
     name is a UserError naming the close matches.
@@ -72,12 +73,13 @@ def evaluate(model, tasks: str | Sequence[str], **options) -> Evaluation | None:
     else:
         loaded = loaded_from_memory(*_pair(model))
         config = dataclasses.replace(config, model=MEMORY_PREFIX + loaded.info.fingerprint[:8])
-        was_training = loaded.model.training
+        was_training, was_compiled = loaded.model.training, loaded.model.elementwise_compiled
         loaded.model.eval()
         try:
             outcome = evaluator.evaluate(config, load=lambda *_, **__: loaded)
         finally:
             loaded.model.train(was_training)
+            loaded.model.compile_elementwise(was_compiled)  # the run's `compile` setting ends with the run
     if outcome is None:
         return None
     import pandas as pd

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "clamped to half the model's window with a warning)")
     p.add_argument("--no-prefix-sharing", dest="share_prefixes", action="store_false",
                    help="run every request's context in full (for checking the engine only)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DEFAULTS["compile"],
+                   help="fuse RMSNorm, residual adds, rotary and SiLU gate (torch.compile; default: on with CUDA; "
+                        "the CPU needs a C++ compiler); moves results only by float rounding: not in the config hash")
     p.add_argument("--samples", type=int, default=DEFAULTS["samples"],
                    help="generation samples per problem: k of maj1@k (GSM8K, MATH), n of pass@k (HumanEval, MBPP)")
     p.add_argument("--temperature", type=float, default=DEFAULTS["temperature"],

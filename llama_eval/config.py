@@ -54,6 +54,10 @@ class RunConfig:
     tokenizer: str | None = results(None)  # tokenizer.model / tokenizer.json, when not beside the weights
     max_len: int | None = results(None)  # context window (KV cache size); None: the model's, at most 8,192
     share_prefixes: bool = how(True)
+    # Fused kernels (torch.compile) for RMSNorm, residual add, rotary and the SiLU gate; None: on
+    # with CUDA (where Triton is installed), off elsewhere. Kept out of the config hash like
+    # batch_tokens: it moves log-probs only by float rounding, never by more.
+    compile: bool | None = how(None)
     samples: int | None = results(None)  # generation samples per problem; None: task default
     temperature: float | None = results(None)  # override a generation task's sampling temperature
     max_new_tokens: int | None = results(None)  # every generation task's limit; None: each task's, clamped to the window

@@ -8,6 +8,44 @@ from typing import Any
 
 from .. import parallel
 from ..config import RunConfig
+from ..errors import UserError
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (Inductor) would use, or None; found as
+    Inductor finds it (torch._inductor.config.cpp.cxx: $CXX, else g++)."""
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        return cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        return None
+
+
+def use_compile(requested: bool | None, device) -> bool:
+    """RunConfig.compile resolved for a model on `device`: whether its elementwise work runs
+    as torch.compile'd kernels. None (auto): on CUDA where Triton is installed, off elsewhere
+    (on the CPU compiling costs tens of seconds and measured no gain: benchmarks/README.md). True where the compiler
+    it needs is missing, or on another device type, is a UserError."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if requested and not has_triton():
+            raise UserError("--compile: torch.compile needs Triton on CUDA and it is not installed; "
+                            "install the `triton` package matching your PyTorch, or pass --no-compile")
+        return has_triton() if requested is None else requested
+    if not requested:
+        return False
+    if device.type != "cpu":
+        raise UserError(f"--compile: fused kernels are built for cuda and cpu devices, not {device.type}; "
+                        "leave --compile out")
+    if cpp_compiler() is None:
+        raise UserError("--compile on the CPU needs a C++ compiler (g++, or the one $CXX names) and none was "
+                        "found; install one or leave --compile out")
+    return True
 
 
 class Engine:
@@ -21,6 +59,8 @@ class Engine:
         from .scoring import Scorer
 
         self.model, self.tokenizer, self.config, self.tp = model, tokenizer, config, tp
+        # Set on the model either way, so a model compiled by an earlier engine runs as asked.
+        model.compile_elementwise(use_compile(config.compile, model.tok_embeddings.weight.device))
         # A vocabulary-parallel output scores tokens without gathering whole logit rows.
         self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes,
                              token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None)

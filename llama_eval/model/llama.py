@@ -11,12 +11,19 @@ Rotary embeddings follow Meta's convention (interleaved pairs 2i, 2i+1 of each h
 Positions are always explicit integers, so one forward can hold tokens of different
 sequences at arbitrary positions: the scoring engine packs a prefix tree into one row,
 the generator decodes rows that are at different lengths.
+
+The elementwise work (RMSNorm, residual add + norm, rotary, SiLU gate) is written as pure
+functions that a model runs either as written or as fused torch.compile kernels
+(`Transformer.compile_elementwise`); matrix products and attention always run eagerly.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,17 +86,34 @@ class ModelArgs:
         return self
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension: x / rms(x) * weight."""
+    # Normalise in float32 whatever the weights' dtype, as Meta's reference does.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return xf.type_as(x) * weight
+
+
+def add_rms_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual sum h = x + y and rms_norm(h): one pass over h when compiled."""
+    h = x + y
+    return h, rms_norm(h, weight, eps)
+
+
+def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The SwiGLU feed-forward's elementwise part: silu(gate) * up."""
+    return F.silu(gate) * up
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.elementwise = EAGER
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 whatever the weights' dtype, as Meta's reference does.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.type_as(x) * self.weight
+        return self.elementwise.rms_norm(x, self.weight, self.eps)
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float,
@@ -120,6 +144,90 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     sin = sin.unsqueeze(-2)
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+def rotary_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """apply_rotary to queries and keys together (one compiled call for both)."""
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """The elementwise and reduction work of a forward (everything but the matrix products
+    and attention), as pure functions with the signatures of the functions above. EAGER runs
+    them as written; `Elementwise.compiled_kernels()` runs the same functions as fused kernels.
+    A model holds one of them (`Transformer.compile_elementwise`)."""
+
+    rms_norm: Callable[..., torch.Tensor]
+    add_rms_norm: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    rotary_qk: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    silu_gate: Callable[..., torch.Tensor]
+    compiled: bool = False
+
+    @classmethod
+    def compiled_kernels(cls) -> "Elementwise":
+        """The functions through torch.compile (Inductor): RMSNorm, the residual add with the
+        next norm, rotary and the SiLU gate each become one or two fused kernels.
+
+        Every function sees its inputs flattened to [N, ...] over the tokens (N = B x T), with
+        N marked dynamic and the feature sizes static: one compile serves every batch and
+        sequence length (scoring runs a hundred distinct T, decoding a few row buckets), plus
+        one specialisation PyTorch always makes for N = 1, while the kernels stay specialised
+        to the model's width and head size (dynamic=None, Dynamo's default, honours the
+        marks and keeps unmarked sizes static). Plain `dynamic=False` would recompile for every
+        new T until Dynamo's recompile limit sends the rest to eager; `dynamic=True` would make
+        the widths symbolic too. Not mode="reduce-overhead": that captures CUDA graphs of its
+        own, and the generator already captures the whole decode step, these kernels included.
+        """
+        copy = next(_COPIES)
+
+        def fused(fn):
+            # A copy of fn with its own code object: Dynamo keeps compiled code and counts
+            # recompiles (8 at most, then eager) per code object, so each model gets its own
+            # (a model compiles up to 4 variants: N dynamic or 1, inference tensors or not).
+            code = fn.__code__.replace(co_name=f"{fn.__name__}_{copy}")
+            own = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+            # Not fullgraph=True: past the recompile limit that raises; this way calls fall back
+            # to eager with Dynamo's warning (tests check that these functions have no graph breaks).
+            return torch.compile(own, dynamic=None)
+
+        norm, add_norm, rot, gate = fused(rms_norm), fused(add_rms_norm), fused(rotary_qk), fused(silu_gate)
+
+        def rms_norm_tokens(x, weight, eps):
+            return norm(_tokens(x), weight, eps).view(x.shape)
+
+        def add_rms_norm_tokens(x, y, weight, eps):
+            h, normed = add_norm(_tokens(x), _tokens(y), weight, eps)
+            return h.view(x.shape), normed.view(x.shape)
+
+        def rotary_qk_tokens(q, k, cos, sin):
+            B, T = q.shape[:2]
+            table = lambda t: _tokens(t.expand(B, T, -1), 2)  # noqa: E731  [N, D/2]
+            qr, kr = rot(_tokens(q, 2), _tokens(k, 2), table(cos), table(sin))
+            return qr.view(q.shape), kr.view(k.shape)
+
+        def silu_gate_tokens(gate_in, up):
+            return gate(_tokens(gate_in), _tokens(up)).view(up.shape)
+
+        return cls(rms_norm_tokens, add_rms_norm_tokens, rotary_qk_tokens, silu_gate_tokens, compiled=True)
+
+
+def _tokens(x: torch.Tensor, lead: int | None = None) -> torch.Tensor:
+    """x with its token dimensions (all but the last one, or the first `lead`) flattened into
+    one, marked dynamic for torch.compile."""
+    lead = x.dim() - 1 if lead is None else lead
+    flat = x.reshape(-1, *x.shape[lead:])
+    if not flat.requires_grad:
+        # Outside inference_mode a view remembers its base, and Dynamo guards on the base's
+        # shape (a recompile per shape of, say, the projection it was cut from); a detached
+        # alias of the same memory has no base.
+        flat = flat.detach()
+    torch._dynamo.maybe_mark_dynamic(flat, 0)
+    return flat
+
+
+EAGER = Elementwise(rms_norm, add_rms_norm, rotary_qk, silu_gate)
+_COPIES = itertools.count()  # names the per-model copies of the compiled functions
 
 
 class LayerCache:
@@ -343,13 +451,14 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.elementwise = EAGER
 
     def forward(self, x: torch.Tensor, inputs: ForwardInputs, cache: LayerCache | None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, -1, self.head_dim)  # [B, T, H, D]
         k = self.wk(x).view(B, T, -1, self.head_dim)  # [B, T, Hkv, D]
         v = self.wv(x).view(B, T, -1, self.head_dim)
-        q, k = apply_rotary(q, *inputs.rope), apply_rotary(k, *inputs.rope)
+        q, k = self.elementwise.rotary_qk(q, k, *inputs.rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|Hkv, T, D]
         if cache is not None:
             cache.write(inputs.slots, k, v)
@@ -381,9 +490,10 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(args.dim, args.ffn_dim, bias=False)  # gate
         self.w2 = nn.Linear(args.ffn_dim, args.dim, bias=False)  # down
         self.w3 = nn.Linear(args.dim, args.ffn_dim, bias=False)  # up
+        self.elementwise = EAGER
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(self.elementwise.silu_gate(self.w1(x), self.w3(x)))
 
 
 class TransformerBlock(nn.Module):
@@ -393,10 +503,13 @@ class TransformerBlock(nn.Module):
         self.feed_forward = FeedForward(args)
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.elementwise = EAGER
 
     def forward(self, x: torch.Tensor, inputs: ForwardInputs, cache: LayerCache | None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), inputs, cache)
-        return h + self.feed_forward(self.ffn_norm(h))
+        attended = self.attention(self.attention_norm(x), inputs, cache)
+        # The residual sum and the FFN's norm of it together: one pass over h when compiled.
+        h, normed = self.elementwise.add_rms_norm(x, attended, self.ffn_norm.weight, self.ffn_norm.eps)
+        return h + self.feed_forward(normed)
 
 
 class Transformer(nn.Module):
@@ -409,6 +522,28 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        self._compiled: Elementwise | None = None  # this model's compiled kernels, once asked for
+
+    def compile_elementwise(self, enabled: bool) -> "Transformer":
+        """Run this model's elementwise work (RMSNorm, residual add + norm, rotary, SiLU gate)
+        as torch.compile'd fused kernels (True) or eagerly (False, the default); matrix
+        products and attention stay eager either way. Other models are not affected.
+
+        Results equal the eager ones up to float rounding. Kernels compile on the first
+        forward of each kind of shape (seconds; a C++ compiler is needed on the CPU, Triton on
+        CUDA), so the generator's warm-up steps compile them before a CUDA graph captures them.
+        """
+        if enabled and self._compiled is None:
+            self._compiled = Elementwise.compiled_kernels()  # kept: switching back on recompiles nothing
+        kernels = self._compiled if enabled else EAGER
+        for module in self.modules():
+            if isinstance(module, (RMSNorm, Attention, FeedForward, TransformerBlock)):
+                module.elementwise = kernels
+        return self
+
+    @property
+    def elementwise_compiled(self) -> bool:
+        return self.norm.elementwise.compiled
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """A KV cache on this model's device and dtype."""
