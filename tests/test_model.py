@@ -234,3 +234,19 @@ def test_llama3_presets_have_the_published_shapes(name):
     assert (a.dim, a.n_layers, a.n_heads, a.kv_heads, a.ffn_dim, scaling, a.tie_embeddings) == shape
     assert (a.vocab_size, a.rope_theta, a.norm_eps) == (128256, 500000.0, 1e-5)
     assert count_parameters(build(a)) == n_params
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_complex_rotary_equals_the_pairwise_formula(dtype):
+    """The eager path's complex product rotates exactly as the written-out pairs do (the
+    compiled kernels use the latter)."""
+    from llama_eval.model.llama import apply_rotary, rotary_qk_complex, rotary_tables
+
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 7, h, 16, generator=gen).to(dtype) for h in (4, 2))
+    for positions in (torch.arange(7), torch.randint(0, 2048, (2, 7), generator=gen)):
+        cos, sin = rotary_tables(positions, 16, 10000.0)
+        rq, rk = rotary_qk_complex(q, k, cos, sin)
+        assert rq.dtype == dtype and rq.shape == q.shape
+        torch.testing.assert_close(rq, apply_rotary(q, cos, sin), atol=1e-6, rtol=0)
+        torch.testing.assert_close(rk, apply_rotary(k, cos, sin), atol=1e-6, rtol=0)

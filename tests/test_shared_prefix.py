@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from llama_eval.engine.generation import Generator, _own_bucket
-from llama_eval.model.llama import ForwardInputs, KVCache, build, init_random, shared_prefix_attention
+from llama_eval.model.attention import shared_prefix_attention
+from llama_eval.model.llama import ForwardInputs, KVCache, build, init_random
 from llama_eval.requests import GenerationRequest as G
 
 from test_generation import naive, without_eos

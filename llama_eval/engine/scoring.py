@@ -44,7 +44,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..model.llama import KeyBlocks
+from ..model.attention import KeyBlocks
 from ..model.tokenizer import common_prefix
 from ..requests import LoglikelihoodRequest, LoglikelihoodResult
 
