@@ -8,7 +8,9 @@ model, next to the seconds `import torch` alone takes (issue 14.7 asks for both 
 The first is random:tiny (built on the CPU, random weights); the second a real checkpoint,
 built on the meta device and given its tensors, as every real model is. Each figure is the
 fastest of --repeats fresh processes (noise on a shared machine only adds), each taken
-on its own: beyond_torch_s is the least of the processes' differences. `heavy` lists the
+on its own: beyond_torch_s is the least of the processes' differences. The *_cpu_s figures are
+the same spans in CPU seconds of the process, which other work on a shared machine disturbs
+less than wall time. `heavy` lists the
 packages from HEAVY that were imported by the first forward (none is needed for it).
 """
 
@@ -25,14 +27,15 @@ HEAVY = ("pandas", "datasets", "transformers", "sympy", "torch._dynamo", "safete
 # Runs in the child: time `import torch`, then the CLI until the model's first forward.
 CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import torch
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 from llama_eval.model import llama
 
 def first_forward(*a, **k):
     heavy = [m for m in HEAVY if m in sys.modules]
-    print(json.dumps({"import_torch_s": t1 - t0, "to_first_forward_s": time.perf_counter() - t0, "heavy": heavy}),
+    print(json.dumps({"import_torch_s": t1 - t0, "to_first_forward_s": time.perf_counter() - t0,
+                      "import_torch_cpu_s": c1 - c0, "beyond_torch_cpu_s": time.process_time() - c1, "heavy": heavy}),
           flush=True)
     raise SystemExit(0)
 
