@@ -28,6 +28,8 @@ EOS is disabled on both sides so that every row generates exactly the tokens ask
 --cold: each side runs every workload once, without warm-up, in a fresh process, and
 `*_process_s` is the wall time of that whole process (interpreter, imports, model and
 tokenizer load, Hugging Face conversion, the workloads): speed as a user meets it.
+`*_process_cpu_s` is that process's CPU time, which other work on a shared machine disturbs
+less than wall time (with --threads 1; more threads add their spin-waits).
 --model PATH runs a real checkpoint (e.g. llama2.c's stories260K with --tokenizer
 tok512.model) instead of a random model.
 
@@ -276,6 +278,12 @@ def _child(args, side: str, queue) -> None:
         raise
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of the child processes that have ended so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="small", choices=SIZES)
@@ -295,11 +303,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (0: torch's default; 1 gives steadier numbers on a shared machine)")
     args = p.parse_args()
-    sides, process_s = {}, {}
+    sides, process_s, process_cpu_s = {}, {}, {}
     ctx = mp.get_context("spawn")
     for side in args.sides.split(","):
         queue = ctx.Queue()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _children_cpu_s()
         proc = ctx.Process(target=_child, args=(args, side, queue))
         proc.start()
         try:
@@ -310,6 +318,7 @@ def main() -> None:
         if proc.is_alive():
             proc.kill()
         process_s[side] = time.perf_counter() - start
+        process_cpu_s[side] = _children_cpu_s() - cpu_start
         if "error" in sides[side] or proc.exitcode != 0:
             print(json.dumps({"side": side, "error": sides[side].get("error", f"exit code {proc.exitcode}")}), flush=True)
             raise SystemExit(1)
@@ -341,6 +350,7 @@ def main() -> None:
         if args.cold:
             for label in ("ours", "hf"):
                 row[f"{label}_process_s"] = round(process_s[label], 2)
+                row[f"{label}_process_cpu_s"] = round(process_cpu_s[label], 2)
             row["speedup_with_startup"] = round(process_s["hf"] / process_s["ours"], 2)
         if "texts" in ours:
             row["agree"] = round(sum(a == b for a, b in zip(ours["texts"], hf["texts"])) / len(ours["texts"]), 3)

@@ -488,8 +488,8 @@ def _describe_task(task) -> int:
 def cmd_models(args) -> int:
     import os
 
-    from .model.checkpoint import MODELS_ENV, RANDOM_PREFIX
-    from .model.llama import count_parameters, build
+    from .model.checkpoint import MODELS_ENV, RANDOM_PREFIX, meta_network
+    from .model.llama import count_parameters
     from .model.presets import PRESETS
 
     root = os.environ.get(MODELS_ENV)
@@ -503,7 +503,7 @@ def cmd_models(args) -> int:
         status = "found" if hit else "missing" if p.folders else "random"
         if hit:
             found.append(f"{name} ({hit})")
-        print(f"{name:<13} {count_parameters(build(p.args)):>14,}  {p.args.max_seq_len:>6}  {status:<8} {where}{hub}")
+        print(f"{name:<13} {count_parameters(meta_network(p.args)):>14,}  {p.args.max_seq_len:>6}  {status:<8} {where}{hub}")
     print(f"found under ${MODELS_ENV}: {', '.join(found) if found else 'none'}")
     print(f"Any checkpoint folder or llama2.c .bin also works as --model PATH; {RANDOM_PREFIX}<preset> gives random weights.")
     return 0

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .errors import UserError
 from .tasks.base import DocScore, MetricValue
+
+if TYPE_CHECKING:
+    # Each function that builds or reads a table imports pandas when called: its import takes
+    # about 0.5 s, and `llama-eval run` needs it only once results are written.
+    import pandas as pd
 
 SAMPLE_COLUMNS = ("task", "shots", "doc_id", "prediction", "gold", "correct")  # metrics, extra follow
 SUMMARY_COLUMNS = (
@@ -62,6 +65,8 @@ def write_samples(run_dir: str | Path, task: str, shots: int, scores: Sequence[D
     task run at 0, 1, 5 and 64 shots ends in one file, ordered by shots and then as given. The
     file is written beside and renamed into place, so a crash never leaves half a file.
     """
+    import pandas as pd
+
     path = Path(run_dir) / f"samples_{task}.csv"
     new = pd.DataFrame([_sample_row(task, shots, s, headline_metric) for s in scores],
                        columns=None if scores else [*SAMPLE_COLUMNS, "extra"])
@@ -104,8 +109,8 @@ def summary_rows(model: str, paper_model: str | None, task: str, paper_name: str
         rows.append({
             "model": model, "task": task, "paper_task": ptask, "metric": v.metric, "shots": shots,
             "group": v.group, "value": round(v.value, 4), "stderr": round(v.stderr, 4), "n": v.n,
-            "paper_model": paper_model or "", "paper_value": np.nan if ref is None else ref,
-            "diff": np.nan if ref is None else round(v.value - ref, 4),
+            "paper_model": paper_model or "", "paper_value": math.nan if ref is None else ref,
+            "diff": math.nan if ref is None else round(v.value - ref, 4),
             "run_id": run_id, "config_hash": config_hash, "version": version, "date": date,
         })
     return rows
@@ -117,6 +122,8 @@ def write_summary(run_dir: str | Path, rows: Sequence[dict]) -> Path:
     A row replaces the one with the same (model, task, shots, group, metric); the file is kept
     sorted by that key, so its content does not depend on the order tasks finished in.
     """
+    import pandas as pd
+
     path = Path(run_dir) / "summary.csv"
     new = pd.DataFrame(list(rows), columns=list(SUMMARY_COLUMNS))
     if path.exists():
@@ -150,6 +157,8 @@ def read_summary(path: str | Path) -> pd.DataFrame:
 
 def _read_csv(path: Path, required: Sequence[str], text: Sequence[str]) -> pd.DataFrame:
     """Read every cell as text, then convert the columns that are not text to numbers."""
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
@@ -160,7 +169,7 @@ def _read_csv(path: Path, required: Sequence[str], text: Sequence[str]) -> pd.Da
     for col in df.columns:
         if col not in text:
             try:
-                df[col] = pd.to_numeric(df[col].replace("", np.nan))
+                df[col] = pd.to_numeric(df[col].replace("", math.nan))
             except ValueError as e:
                 raise UserError(f"{path}: column {col!r} holds a value that is not a number ({e})") from e
     return df
@@ -206,6 +215,8 @@ def load_run(path: str | Path) -> Run:
 
         return load_lm_eval_run(path)
     if path.is_file() and path.suffix == ".csv":
+        import pandas as pd
+
         header = set(pd.read_csv(path, nrows=0).columns)
         if "doc_id" in header:
             return Run(str(path), _empty_summary(), _by_task(read_samples(path)))
@@ -218,6 +229,8 @@ def load_run(path: str | Path) -> Run:
 
 
 def _empty_summary() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
 
 
@@ -234,6 +247,8 @@ def load_paper_numbers() -> pd.DataFrame:
 
     One row per (task, metric, shots, model), from the first of PAPER_FILES that prints it.
     """
+    import pandas as pd
+
     root = files("llama_eval").joinpath("data", "paper")
     frames = []
     for name in PAPER_FILES:

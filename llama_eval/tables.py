@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
-from typing import Any, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import UserError
 from .reporting import PAPER_FILES, Run, load_paper_numbers, paper_value
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: `llama-eval run` needs only caveats() before its results
 
 MISSING = "\u2013"  # en dash, the paper's mark for an empty cell
 PARTIAL, CUT = "\u2020", "\u2021"  # dagger, double dagger
@@ -109,6 +110,8 @@ def _plain_row(label: str, kind: str, values: list[float | None]) -> Row:
 
 
 def _run_row(label: str, run: Run, mine: pd.DataFrame, columns, notes: list[str]) -> Row:
+    import pandas as pd
+
     row = _plain_row(label, "run", [])
     for _, task, metric, shots in columns:
         hit = mine[(mine["paper_task"] == task) & (mine["metric"] == metric) & (mine["shots"] == shots)]
@@ -171,7 +174,7 @@ def with_paper_model(run: Run, paper_model: str, numbers: pd.DataFrame | None = 
     s = run.summary.copy()
     refs = [paper_value(t, m, int(k), paper_model, numbers) for t, m, k in zip(s["paper_task"], s["metric"], s["shots"])]
     s["paper_model"] = paper_model
-    s["paper_value"] = [np.nan if r is None else r for r in refs]
+    s["paper_value"] = [math.nan if r is None else r for r in refs]
     s["diff"] = (s["value"].astype(float) - s["paper_value"]).round(4)
     return Run(run.name, s, run.samples, run.info)
 
@@ -194,6 +197,8 @@ def tables_for(runs: Sequence[Run]) -> list[int]:
 def results_table(runs: Sequence[Run], fmt: str = "md") -> str:
     """A plain table (model, task, shots, metric, value, stderr, n) of every task and shot count
     that fills no cell of the paper's tables: plugin tasks, other shot counts. "" when none."""
+    import pandas as pd
+
     cells = {(t, m, k) for _, columns in PAPER_TABLES.values() for _, t, m, k in columns}
     lines = []
     for run in runs:

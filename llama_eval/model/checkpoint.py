@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..errors import UserError
 from . import hub
@@ -363,7 +364,7 @@ def materialise(source: Source, device: torch.device, dtype: torch.dtype,
     The tensors are this process's parts of them when `sharding` is given, on `device` in
     `dtype`; strict: every weight exactly once, with the shape the config implies, finite."""
     args = source.args
-    model = build(args)  # meta device: no memory
+    model = meta_network(args)
     n_params = count_parameters(model)
     tied = args.tie_embeddings
     # A tied model's state dict lists output.weight too; it is filled from the embedding below.
@@ -403,6 +404,26 @@ def materialise(source: Source, device: torch.device, dtype: torch.dtype,
         # assign=True wraps each entry in its own Parameter; share one again, as built.
         model.output.weight = model.tok_embeddings.weight
     return model.eval().requires_grad_(False), n_params
+
+
+def meta_network(args: ModelArgs) -> Transformer:
+    """`build(args)` on the meta device (no memory, no values), without its random init."""
+    with _NoNormalOnMeta():
+        return build(args)
+
+
+class _NoNormalOnMeta(TorchFunctionMode):
+    """Skips `normal_` on meta tensors (nn.Embedding's init). A meta tensor holds no values to
+    fill, and torch runs a meta normal_ through a Python decomposition whose first call imports
+    torch._dynamo and sympy: 1.5 s of start-up on a 2-core CPU, for nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.init.normal_ or func is torch.Tensor.normal_:
+            tensor = args[0] if args else kwargs["tensor"]
+            if tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------- random weights

@@ -126,6 +126,8 @@ def names() -> list[str]:
 def canonical_name(name: str) -> str:
     """The registered name that `name` spells, ignoring letter case ("PIQA" -> "piqa");
     an unknown name is a UserError with close matches and the full list."""
+    if name in TASKS or name in _plugins:  # no scan of every installed package's entry points
+        return name
     known = names()
     if name in known:
         return name
