@@ -27,7 +27,7 @@ from . import __version__, parallel, reporting, tables, tasks as registry, trans
 from .config import RunConfig, results_fields
 from .engine import ENGINE_VERSION
 from .engine.runner import Engine
-from .engine.window import WindowFit
+from .engine.window import TokenCounts, WindowFit
 from .errors import UserError
 from .model.presets import PAPER_MODELS
 from .progress import Reporter, Workload, estimate, model_line, resolve_model, summarise
@@ -287,6 +287,12 @@ def evaluate(config: RunConfig, load: Callable | None = None) -> RunOutcome | No
         parallel.shutdown(dist)
 
 
+def _same_tokenizer(a, b) -> bool:
+    """Whether two tokenizer objects read the same file as the same kind (so their counts agree)."""
+    path = getattr(a, "path", None)
+    return type(a) is type(b) and path is not None and path == getattr(b, "path", None)
+
+
 def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | None) -> RunOutcome | None:
     from .model.checkpoint import load_checkpoint
 
@@ -307,9 +313,10 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
         reporter.say(model_line(facts))
     reporter.say(f"planning: reading the documents of {', '.join(t.name for t in tasks)} and building their requests")
     runs = plan(config, settings, facts.window if facts else None)
-    work = Workload()
+    work, counts = Workload(), None
     if facts is not None and main_rank:
-        work = estimate(runs, facts.tokenizer, facts.window, reporter)
+        counts = TokenCounts(facts.tokenizer)
+        work = estimate(runs, facts.tokenizer, facts.window, reporter, counts)
         for line in summarise(runs, work, protocol_differences(config, runs)):
             reporter.say(line)
     kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer,
@@ -322,7 +329,11 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     reporter.say(f"weights loaded in {time.monotonic() - started_loading:.1f} s")
     # Only now is the window known: documents whose prompts are too long drop whole shots.
     window = loaded.model.args.max_seq_len
-    settings = dataclasses.replace(settings, fits=WindowFit(loaded.tokenizer, window))
+    if counts is None or not _same_tokenizer(counts.tokenizer, loaded.tokenizer):
+        counts = TokenCounts(loaded.tokenizer)
+    fits = WindowFit(loaded.tokenizer, window, counts)
+    fits.prime(r for run in runs for reqs in run.requests for r in reqs)
+    settings = dataclasses.replace(settings, fits=fits)
     fit_to_window(runs, settings, config.max_new_tokens, window)
     engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
     requests = [r for run in runs for reqs in run.requests for r in reqs]

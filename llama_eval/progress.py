@@ -20,10 +20,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 from .errors import UserError
 from .requests import GenerationRequest, LoglikelihoodRequest, Request
+
+if TYPE_CHECKING:
+    from .engine.window import TokenCounts
 
 LOG_INTERVAL = 30.0  # seconds between plain progress lines
 
@@ -84,20 +87,23 @@ class Workload:
     owner: dict[Request, str] = field(default_factory=dict)  # "task k-shot" of the first run asking
 
 
-def estimate(runs: Sequence[Any], tokenizer: Any, window: int, reporter: "Reporter") -> Workload:
-    """Count tokens of every distinct request of `runs` (evaluator.TaskRun), once per string."""
+def estimate(runs: Sequence[Any], tokenizer: Any, window: int, reporter: "Reporter",
+             counts: "TokenCounts | None" = None) -> Workload:
+    """Count tokens of every distinct request of `runs` (evaluator.TaskRun), once per string;
+    `counts` (kept, to be shared with the window check) is made here if not given."""
+    from .engine.window import COUNT_CHUNK, TokenCounts, texts_of
+
     work = Workload()
-    lengths: dict[str, int] = {}
-
-    def n(text: str) -> int:
-        if text not in lengths:
-            lengths[text] = len(tokenizer.encode(text))
-        return lengths[text]
-
+    n = counts if counts is not None else TokenCounts(tokenizer)
     todo = list(dict.fromkeys((r, f"{run.task.name} {run.shots}-shot")
                               for run in runs for reqs in run.requests for r in reqs))
     start, last = time.monotonic(), time.monotonic()
-    for i, (r, owner) in enumerate(todo, 1):
+    for lo in range(0, len(todo), COUNT_CHUNK):  # batched counts, with a progress line between batches
+        n.add(texts_of(r for r, _ in todo[lo : lo + COUNT_CHUNK]))
+        if time.monotonic() - last > LOG_INTERVAL:
+            last = time.monotonic()
+            reporter.say(f"tokenising: {lo + COUNT_CHUNK:,} of {len(todo):,} requests ({time.monotonic() - start:.0f} s)")
+    for r, owner in todo:
         if r in work.tokens:
             continue
         work.owner[r] = owner
@@ -111,9 +117,6 @@ def estimate(runs: Sequence[Any], tokenizer: Any, window: int, reporter: "Report
             work.tokens[r] = min(prompt, window - r.max_new_tokens) + r.n * r.max_new_tokens
             if prompt > window - r.max_new_tokens:
                 work.cut.add(r)
-        if time.monotonic() - last > LOG_INTERVAL:
-            last = time.monotonic()
-            reporter.say(f"tokenising: {i:,} of {len(todo):,} requests ({time.monotonic() - start:.0f} s)")
     return work
 
 

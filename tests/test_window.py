@@ -69,3 +69,18 @@ def test_real_mmlu_drops_whole_shots_and_nothing_is_cut(shared_data, llama_token
         assert reqs[0].context == run.task.context(doc, first_k)
         assert reqs[0].context.startswith("The following are multiple choice questions (with answers) about ")
         assert reqs[0].context.count("\nAnswer:") == k + 1
+
+
+def test_token_counts_are_the_encodings_lengths(llama_tokenizer_path):
+    """Counted in batches with a shared header encoded once, or one at a time: len(encode(text))."""
+    from llama_eval.engine.window import TokenCounts
+    from llama_eval.model.tokenizer import Tokenizer
+
+    tok = Tokenizer(llama_tokenizer_path)
+    header = "The following are questions about rivers.\n\n" + "".join(
+        f"{text(30 + i)}?\nA. {text(i + 2)}\nB. no\nAnswer: A\n\n" for i in range(5))
+    texts = [header + f"{text(n)} number {n}?\nAnswer:" for n in range(1, 40)] + [" B", "", "  two  spaces "]
+    counts = TokenCounts(tok)
+    counts.add(texts)
+    assert [counts(t) for t in texts] == [len(tok.encode(t)) for t in texts]
+    assert counts("not added before") == len(tok.encode("not added before"))

@@ -363,9 +363,10 @@ class Attention(nn.Module):
             return self.wo(out.transpose(1, 2).reshape(B, T, -1))
         if inputs.key_blocks is not None:
             q, k, v = inputs.key_blocks.gather(q, k, v)  # query blocks as the batch
-        if grouped and inputs.bias is not None:
-            # The fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
-            # then runs its unfused kernel, O(T x S) memory per head), so give each query head its own.
+        if grouped and inputs.bias is not None and q.is_cuda:
+            # CUDA's fused kernels that take a mask do not broadcast grouped key/value heads (PyTorch
+            # then runs its unfused kernel, O(T x S) memory per head), so give each query head its
+            # own. The CPU's kernel broadcasts them itself, faster than copying.
             k = k.repeat_interleave(self.n_heads // self.kv_heads, dim=1)  # [B, H, S, D]
             v = v.repeat_interleave(self.n_heads // self.kv_heads, dim=1)
             grouped = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
@@ -54,6 +55,13 @@ class Tokenizer:
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self.encode_batch([text])[0]
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def encode_texts(self, texts: Sequence[str]) -> dict[str, list[int]]:
+        """Token ids (no BOS/EOS) of each distinct text, exactly as encode_batch gives them; texts
+        that share a header (a few-shot prompt's examples) cost one encoding of it
+        (_encode_contexts)."""
+        one, spaced = self.encode_batch(["a", " a"])
+        return _encode_contexts(self.encode_batch, list(dict.fromkeys(texts)), 1 if len(spaced) > len(one) else 0)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(BOS + context tokens, continuation tokens) for scoring `continuation` after `context`;
