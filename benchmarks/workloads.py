@@ -32,6 +32,8 @@ DEFAULT_TOKENIZER = next(p for p in (_REPO.parent / "shared" / "data" / "tokeniz
 SIZES = {
     # small enough for a 2-core CPU, but with the real vocabulary so output cost is realistic
     "small": replace(preset("tiny"), dim=256, n_layers=4, n_heads=8, n_kv_heads=8, multiple_of=64),
+    # a width where the CPU's matrix products run near their peak (the scorer's FLOP-rate share)
+    "medium": replace(preset("tiny"), dim=1024, n_layers=4, n_heads=16, n_kv_heads=16, multiple_of=256),
     "7b": preset("7b"),
     "tiny": preset("tiny"),  # the GPU check's dry run
 }
