@@ -321,6 +321,12 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
             reporter.say(line)
     kw = dict(device=dist.device if dist else config.device, dtype=config.dtype, tokenizer=config.tokenizer,
               max_seq_len=config.max_len)
+    ahead = None
+    if facts is not None and dist is None:  # tokenise for the scorer while the weights load
+        from .engine.scoring import EncodedAhead
+
+        scoring = [r for run in runs for reqs in run.requests for r in reqs if isinstance(r, LoglikelihoodRequest)]
+        ahead = EncodedAhead(facts.tokenizer.path, scoring, facts.window) if scoring else None
     started_loading = time.monotonic()
     if dist is not None and dist.tp > 1:
         loaded = parallel.load_tensor_parallel(config.model, dist, **kw)
@@ -335,7 +341,9 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
     fits.prime(r for run in runs for reqs in run.requests for r in reqs)
     settings = dataclasses.replace(settings, fits=fits)
     fit_to_window(runs, settings, config.max_new_tokens, window)
-    engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1)
+    if ahead is not None and (ahead.window != window or not _same_tokenizer(facts.tokenizer, loaded.tokenizer)):
+        ahead = None
+    engine = Engine(loaded.model, loaded.tokenizer, config, tp=dist.tp if dist else 1, ahead=ahead)
     requests = [r for run in runs for reqs in run.requests for r in reqs]
     # Scoring first, then generation: tasks that only score are written before generation starts.
     phases = [[r for r in requests if isinstance(r, kind)] for kind in (LoglikelihoodRequest, GenerationRequest)]

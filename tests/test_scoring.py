@@ -258,3 +258,30 @@ def test_tree_block_mask_blocks_follow_the_dense_mask():
         assert torch.equal(block.mask_mod(0, 0, q, k), dense)
         assert block.shape[-2:] == (len(nodes) + 2, kv_len)
         assert not dense[-4:].any() and dense[0, :3].tolist() == [True, True, True]
+
+
+def test_requests_encoded_ahead_give_the_scorers_own_encoding(tiny_model_and_tokenizer, tiny_tokenizer_path):
+    """EncodedAhead (tokenising while the weights load) hands the scorer what encode_requests
+    would give, for requests encoded ahead, requests it never saw and any order; once taken,
+    the scorer encodes for itself again."""
+    from llama_eval.engine.scoring import EncodedAhead, encode_requests
+
+    model, tok = tiny_model_and_tokenizer
+    window = 48  # short enough that some requests are cut from the left
+    asked = REQUESTS + [R("The quick brown fox jumps over the lazy dog. " * 6, " Paris")]
+    later = list(reversed(asked[5:])) + [R("A context the thread never saw", " at all")]
+    expected = encode_requests(tok, later, window)
+    assert expected[2].count(True) >= 1
+    assert EncodedAhead(tiny_tokenizer_path, asked, window).take(tok, later) == expected
+    assert EncodedAhead(tiny_tokenizer_path, asked, window).take(tok, []) == ([], [], [], 0)
+    broken = EncodedAhead(tiny_tokenizer_path.parent / "no-such-tokenizer.model", asked, window)
+    assert broken.take(tok, later) == expected  # the thread failed: everything encoded by take
+
+    plain = Scorer(model, tok, max_len=window).loglikelihood(later)
+    scorer = Scorer(model, tok, max_len=window, ahead=EncodedAhead(tiny_tokenizer_path, asked, window))
+    assert scorer.loglikelihood(later) == plain
+    assert scorer.ahead is None
+    again = scorer.loglikelihood(later[:3])  # packed differently: equal up to float rounding
+    assert [r.logprob for r in again] == pytest.approx([r.logprob for r in plain[:3]], abs=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        Scorer(model, tok, max_len=window, ahead=EncodedAhead(tiny_tokenizer_path, asked, 32))

@@ -55,7 +55,8 @@ class Engine:
     has generation requests, so scoring-only runs keep that memory for the scorer.
     """
 
-    def __init__(self, model, tokenizer, config: RunConfig, tp: int = 1):
+    def __init__(self, model, tokenizer, config: RunConfig, tp: int = 1, ahead=None):
+        """ahead: the scoring requests being tokenised already (scoring.EncodedAhead)."""
         from .scoring import Scorer
 
         self.model, self.tokenizer, self.config, self.tp = model, tokenizer, config, tp
@@ -63,7 +64,7 @@ class Engine:
         model.compile_elementwise(use_compile(config.compile, model.tok_embeddings.weight.device))
         # A vocabulary-parallel output scores tokens without gathering whole logit rows.
         self.scorer = Scorer(model, tokenizer, config.batch_tokens, config.share_prefixes,
-                             token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None)
+                             token_logprobs=parallel.vocab_parallel_logprobs if tp > 1 else None, ahead=ahead)
         self.generator = None
 
     def iter_loglikelihood(self, requests):

@@ -37,6 +37,7 @@ A change here that can alter results beyond float rounding must bump ENGINE_VERS
 from __future__ import annotations
 
 import sys
+import threading
 from array import array
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -200,11 +201,55 @@ def encode_requests(tokenizer, requests: Sequence[LoglikelihoodRequest], window:
     return seqs, n_cont, truncated, naive
 
 
+class EncodedAhead:
+    """Requests tokenised ahead of the scorer, in a background thread: started before the
+    weights load, so that the host's tokenising (seconds for MMLU) overlaps the reading of
+    gigabytes of weights instead of following it.
+
+    `take(requests)` waits for the thread and gives `encode_requests`' output for the given
+    requests: those encoded ahead are looked up, the rest (changed since, e.g. shots dropped to
+    fit the window, or never given) are encoded then. The thread opens its own tokenizer from
+    `tokenizer_path` (the file the scorer's reads: nothing is shared with the run going on);
+    the window must be the scorer's. A failure in the thread only means everything is encoded
+    by `take`.
+    """
+
+    def __init__(self, tokenizer_path, requests: Sequence[LoglikelihoodRequest], window: int):
+        self.tokenizer_path, self.window = tokenizer_path, window
+        self._ready: dict[LoglikelihoodRequest, tuple[bytes, int, bool]] = {}
+        self._thread = threading.Thread(target=self._encode, args=(list(requests),), daemon=True,
+                                        name="llama-eval-encode-ahead")
+        self._thread.start()
+
+    def _encode(self, requests: list[LoglikelihoodRequest]) -> None:
+        from ..model.tokenizer import Tokenizer
+
+        try:
+            seqs, n_cont, truncated, _ = encode_requests(Tokenizer(self.tokenizer_path), requests, self.window)
+        except Exception:  # noqa: BLE001 -- the scorer encodes these itself; nothing is lost
+            return
+        self._ready = dict(zip(requests, zip(seqs, n_cont, truncated)))
+
+    def take(self, tokenizer, requests: Sequence[LoglikelihoodRequest]):
+        """encode_requests(tokenizer, requests, window), from what was encoded ahead where it can."""
+        self._thread.join()
+        ready, self._ready = self._ready, {}  # each request is scored once: free the rest with it
+        missing = [r for r in requests if r not in ready]
+        if missing:
+            for r, *encoded in zip(missing, *encode_requests(tokenizer, missing, self.window)[:3]):
+                ready[r] = tuple(encoded)
+        seqs, n_cont, truncated = (list(column) for column in zip(*(ready[r] for r in requests))) if requests else ([], [], [])
+        # What a one-row-per-request scorer would run: each sequence less its last token.
+        naive = sum(len(seq) // 4 - 1 for seq, n in zip(seqs, n_cont) if n > 0)
+        return seqs, n_cont, truncated, naive
+
+
 class Scorer:
     """Answers LoglikelihoodRequests with one pass over their prefix trie."""
 
     def __init__(self, model, tokenizer, batch_tokens: int | None = None, share_prefixes: bool = True,
-                 max_len: int | None = None, token_logprobs=None, attention: str | None = None):
+                 max_len: int | None = None, token_logprobs=None, attention: str | None = None,
+                 ahead: EncodedAhead | None = None):
         """token_logprobs(model, h [P, C], rows [K], tokens [K]) -> (log-probs [K], is-argmax [K])
         computes the scored tokens' log-probs from hidden rows; the default materialises the
         logits of P rows; a vocabulary-parallel model passes one that never gathers them.
@@ -215,7 +260,10 @@ class Scorer:
         handful of shapes only. "blocks": gathered keys per query block (`KeyBlocks`), falling
         back to "dense" for a chunk where that would not save. "dense": SDPA with the whole
         boolean mask. Default: "flex" on CUDA where PyTorch has FlexAttention, else "blocks".
-        All three compute the same numbers up to float rounding."""
+        All three compute the same numbers up to float rounding.
+
+        ahead: requests already being tokenised (`EncodedAhead`, same window); the first call
+        takes from it."""
         self.model = model
         self.token_logprobs = token_logprobs or full_vocab_logprobs
         self.tokenizer = tokenizer
@@ -230,6 +278,9 @@ class Scorer:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION}")
         self.attention = attention
         self.flex = attention == "flex"
+        if ahead is not None and ahead.window != self.window:
+            raise ValueError(f"requests encoded ahead for a window of {ahead.window}, not {self.window}")
+        self.ahead = ahead
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         out: list[LoglikelihoodResult | None] = [None] * len(requests)
@@ -239,7 +290,11 @@ class Scorer:
 
     def iter_loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Iterator[tuple[int, LoglikelihoodResult]]:
         """Yield (request index, result) as each request's last scored token is computed."""
-        seqs, n_cont, truncated, naive = encode_requests(self.tokenizer, requests, self.window)
+        if self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            seqs, n_cont, truncated, naive = ahead.take(self.tokenizer, requests)
+        else:
+            seqs, n_cont, truncated, naive = encode_requests(self.tokenizer, requests, self.window)
         self.stats.tokens_naive += naive
         self.stats.requests += len(requests)
         self.stats.truncated += sum(truncated)
