@@ -11,7 +11,8 @@ more. Stages (each prints JSON lines; "ok" is false where a check fails):
 - env: torch / CUDA / cuDNN versions, the device, and the attention kernels each call site
   launches (scoring's packed forward, generation's prefill, the decode step, plain causal).
 - correctness: scores of real MMLU requests packed into a prefix tree vs one row per request
-  unshared vs one plain causal forward per request; greedy generation with CUDA graphs vs eager.
+  unshared vs one plain causal forward per request; the default attention (FlexAttention on
+  CUDA) vs gathered key blocks and dense SDPA; greedy generation with CUDA graphs vs eager.
 - forward: GPU time per scoring forward at the real MMLU shape (CUDA events, warm shapes),
   the model FLOP rate on tokens run (2 x non-embedding parameters per token) and its share
   of the device's measured matrix-product rate and of the nominal H100 peak (MFU); first
@@ -241,6 +242,10 @@ def stage_correctness(s: Setup) -> None:
         emit(check=name, ok=diff <= tol, max_abs_diff=round(diff, 5), choice_agreement=agree, requests=len(reqs))
 
     compare("packed vs unshared", [r.logprob for r in packed], [r.logprob for r in unshared])
+    default = Scorer(model, s.tok).attention  # flex on CUDA, gathered key blocks on the CPU
+    for other in (a for a in ("blocks", "dense") if a != default):
+        alt = Scorer(model, s.tok, attention=other).loglikelihood(reqs)
+        compare(f"attention: {default} vs {other}", [r.logprob for r in packed], [r.logprob for r in alt])
     if can_compile(s):
         was = model.elementwise_compiled  # the run's default: compiled on CUDA, eager in the dry run
         other = Scorer(model.compile_elementwise(not was), s.tok).loglikelihood(reqs)

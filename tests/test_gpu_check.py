@@ -24,7 +24,8 @@ def test_gpu_check_dry_run_completes_every_stage(tmp_path):
     assert list(stages) == ["env", "correctness", "forward", "decode", "mmlu"], proc.stdout + proc.stderr
     assert all(l["status"] == "ok" for l in stages.values()), proc.stdout
     checks = {l["check"] for l in lines if "check" in l}
-    assert {"versions", "attention kernels", "packed vs unshared", "packed vs per-request causal",
+    assert {"versions", "attention kernels", "packed vs unshared", "attention: blocks vs dense",
+            "packed vs per-request causal",
             "scoring forward at the MMLU shape", "decode step", "full MMLU end to end"} <= checks
     assert proc.returncode == 0
     assert (tmp_path / "gpu_check.jsonl").read_text().count("\n") == len(proc.stdout.splitlines())
