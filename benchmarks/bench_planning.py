@@ -3,7 +3,7 @@ tokenise them, build the prefix trie. One JSON line per phase with seconds and t
 peak resident memory so far; no model is built.
 
     python benchmarks/bench_planning.py --tasks mmlu --data-dir ../shared/data \
-        --tokenizer ../shared/data/tokenizer/tokenizer.model
+        --tokenizer ../shared/data/tokenizer/tokenizer.model [--dp-pieces 128]
 
 Run it against another checkout with PYTHONPATH=that-checkout to compare before and after
 (the tokenise phase is what that checkout's scorer does; the window is 2,048 tokens).
@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--tasks", default="mmlu")
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--tokenizer", default="../shared/data/tokenizer/tokenizer.model")
+    p.add_argument("--dp-pieces", type=int, default=0,
+                   help="also time the data-parallel split into this many pieces (ranks x rounds)")
     args = p.parse_args()
     print(json.dumps({"phase": "imports", "peak_rss_mb": peak_mb()}), flush=True)
 
@@ -64,6 +66,15 @@ def main() -> None:
     print(json.dumps({"phase": "trie", "s": round(s, 2), "nodes": len(trie.token),
                       "nodes_with_children": int(trie.has_child.sum()), "peak_rss_mb": peak_mb()}), flush=True)
     print(json.dumps({"phase": "total", "s": round(total, 2), "peak_rss_mb": peak_mb()}), flush=True)
+
+    if args.dp_pieces:  # what each torchrun rank does first: split the requests by token mass
+        from llama_eval.parallel.data import split_requests
+
+        del seqs, trie
+        t, cpu = time.perf_counter(), time.process_time()
+        split_requests(reqs, tok, args.dp_pieces)
+        print(json.dumps({"phase": "data-parallel split", "pieces": args.dp_pieces, "s": round(time.perf_counter() - t, 2),
+                          "cpu_s": round(time.process_time() - cpu, 2), "peak_rss_mb": peak_mb()}), flush=True)
 
 
 if __name__ == "__main__":
