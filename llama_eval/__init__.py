@@ -3,11 +3,16 @@
 __version__ = "0.1.0"
 
 
-def load_model(spec, device=None, dtype=None, tokenizer=None, max_seq_len=None):
-    """(model, tokenizer) for a preset name, folder or file; see model/checkpoint.py."""
+def load_model(spec, device=None, dtype=None, tokenizer=None, max_seq_len=None, compile=None):
+    """(model, tokenizer) for a preset name, folder or file; see model/checkpoint.py. compile:
+    run the model's elementwise work as fused kernels; None decides as `llama-eval run` does
+    (on with CUDA, off elsewhere: engine/runner.use_compile)."""
+    from .engine.runner import use_compile
     from .model.checkpoint import load_model as _load
 
-    return _load(spec, device=device, dtype=dtype, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    model, tok = _load(spec, device=device, dtype=dtype, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    model.compile_elementwise(use_compile(compile, model.tok_embeddings.weight.device))
+    return model, tok
 
 
 def evaluate(model, tasks, **options):

@@ -153,3 +153,15 @@ def test_compile_is_not_part_of_the_config_hash():
     base = RunConfig(model="random:tiny", tasks=("piqa",))
     assert "compile" not in results_fields()
     assert evaluator.config_hash(replace(base, compile=True), "fp") == evaluator.config_hash(base, "fp")
+
+
+def test_load_model_compiles_as_run_does(monkeypatch, tiny_tokenizer_path):
+    """llama_eval.load_model (behind `llama-eval score` and `generate`) takes run's default: on
+    the CPU eager unless asked; asked, compiled."""
+    import llama_eval
+
+    model, _ = llama_eval.load_model("random:tiny", tokenizer=str(tiny_tokenizer_path))
+    assert not model.elementwise_compiled
+    monkeypatch.setattr(runner, "cpp_compiler", lambda: "g++")
+    model, _ = llama_eval.load_model("random:tiny", tokenizer=str(tiny_tokenizer_path), compile=True)
+    assert model.elementwise_compiled
