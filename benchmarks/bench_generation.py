@@ -57,6 +57,7 @@ import torch
 import workloads  # beside this script, which Python puts first on the import path
 
 from llama_eval.engine.generation import GenerationStats, Generator
+from llama_eval.engine.runner import use_compile
 from llama_eval.model.tokenizer import Tokenizer
 from llama_eval.requests import GenerationRequest
 
@@ -216,6 +217,7 @@ def run_side(args, side: str) -> dict:
     if side == "ours":
         tok = copy.copy(tok)
         tok.eos_id = -1  # no EOS: every row generates exactly max_new_tokens
+        model.compile_elementwise(use_compile(None, device))  # as `llama-eval run` would: on with CUDA
         run = Ours(model, tok, shared_prefix=not args.no_shared_prefix)
     else:
         hf = workloads.to_hf(model, device, dtype)

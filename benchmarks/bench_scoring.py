@@ -27,6 +27,7 @@ import torch
 
 import workloads  # beside this script, which Python puts first on the import path
 
+from llama_eval.engine.runner import use_compile
 from llama_eval.engine.scoring import Scorer
 from llama_eval.model.tokenizer import Tokenizer
 
@@ -95,6 +96,7 @@ def run_side(args, name: str, side: str) -> tuple[dict, list[float]]:
             "boolq": lambda: workloads.boolq(questions=8 * s),
             "long_context": lambda: workloads.long_context(questions=4 * s)}[name]()
     if side == "ours":
+        model.compile_elementwise(use_compile(None, device))  # as `llama-eval run` would: on with CUDA
         options = dict(batch_tokens=args.batch_tokens, attention=args.attention)
         Scorer(model, tok, **options).loglikelihood(reqs[:8])  # warm-up
         scorer = Scorer(model, tok, **options)

@@ -387,6 +387,7 @@ def _evaluate(config: RunConfig, dist: parallel.Dist | None, load: Callable | No
             cache.close()
     counts = engine.stats() if dist is None else _sum_counts(parallel.gather_to_main(engine.stats(), dist))
     stats = {"seconds": round(time.monotonic() - started, 2), **counts,
+             "elementwise_compiled": engine.model.elementwise_compiled,  # --compile as resolved for the device
              "cache": {"reused": cache.hits, "computed": cache.stored} if cache else None,
              "processes": dist.world_size if dist else 1}
     if cut := sum((counts.get(phase) or {}).get("truncated", 0) for phase in ("scoring", "generation")):

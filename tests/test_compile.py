@@ -3,6 +3,7 @@ as the eager model, and the switch resolves as RunConfig.compile documents."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -101,8 +102,10 @@ def test_run_with_compile_on_the_cpu(tmp_path, tiny_tokenizer_path):
             "--data-dir", str(SAMPLE_DATA), "--output", str(out), "--no-progress", "--limit", "3", "--no-cache"]
     assert main([*argv, "--compile"]) == 0
     compiled = (out / "summary.csv").read_text()
-    assert main([*argv, "--no-compile", "--overwrite"]) == 0
+    assert json.loads((out / "run.json").read_text())["stats"]["elementwise_compiled"] is True
+    assert main([*argv, "--overwrite"]) == 0  # auto: eager on the CPU
     assert (out / "summary.csv").read_text() == compiled  # same accuracies, same config hash
+    assert json.loads((out / "run.json").read_text())["stats"]["elementwise_compiled"] is False
 
 
 # --- fast: the switch ---------------------------------------------------------------------------
