@@ -3,7 +3,7 @@
 Reproduces Table 4 of the LLaMA paper (exact match at 0, 1, 5 and 64 shots); protocol in
 ../shared/reference/PROTOCOL.md, "Table 4 ... and Table 5". Prompt, options, fitting 64 shots
 into the window, decoding and grading are the closed-book QA protocol shared with TriviaQA
-(qa.py, `CLOSED_BOOK_QA`): "Answer these questions:\\n" + "Q: {q}\\nA: {a}\\n" per shot +
+(qa.py, `ClosedBookQATask`): "Answer these questions:\\n" + "Q: {q}\\nA: {a}\\n" per shot +
 "Q: {q}\\nA:", greedy, exact match.
 
 - Dataset: NQ-open "dev", the 3,610 questions open-domain QA papers use as the test set.
@@ -22,11 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..requests import Request
 from . import data
-from .base import Doc, DocScore, GenerationTask, Settings
+from .base import Doc
 from .data import read_dpr, string_list, unique_ids
-from .qa import CLOSED_BOOK_QA, QAFormat, qa_doc, qa_prompt
+from .qa import ClosedBookQATask, qa_doc
 
 _DPR_SPACING = (
     (re.compile(r" ([,.;:!?%)\]])"), r"\1"),  # "May 18 , 2018" -> "May 18, 2018"
@@ -43,7 +42,7 @@ def detokenize_dpr(text: str) -> str:
     return text
 
 
-class NaturalQuestions(GenerationTask):
+class NaturalQuestions(ClosedBookQATask):
     name = "nq_open"
     paper_name = "NaturalQuestions"
     paper_table = 4
@@ -51,10 +50,6 @@ class NaturalQuestions(GenerationTask):
     headline_metric = "exact_match"
     hf_dataset = ("google-research-datasets/nq_open", None, "validation")
     few_shot_pool = "DPR nq-dev (nq_open/topics.dpr.nq.dev.txt), or nq_open train on the hub"
-    protocol = CLOSED_BOOK_QA
-    until = protocol.until
-    max_new_tokens = protocol.max_new_tokens
-    options = protocol.options
     release_files = ("nq_open/NQ-open.dev.jsonl",)
     release_split = "dev"
 
@@ -78,13 +73,3 @@ class NaturalQuestions(GenerationTask):
         """A document from a release or hub row (both are {"question", "answer": [str]})."""
         answers = string_list(row, "answer", source, lineno)
         return qa_doc("nq", data.field(row, "question", source, lineno), answers, answers[0])
-
-    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
-        """The prompt with the default options; `requests` applies the run's options."""
-        return qa_prompt(doc, shots, QAFormat())
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        return self.protocol.requests(self, doc, shots, settings)
-
-    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        return self.protocol.grade(self, doc, completions, settings)

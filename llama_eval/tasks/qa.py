@@ -99,30 +99,30 @@ def clean_answer(completion: str, cut: str = "final") -> str:
     return line[:-1].rstrip() if line.endswith((".", ",")) else line
 
 
-class ClosedBookQA:
-    """The prompt, decoding and grading both closed-book QA tasks use; a task holds one
-    (`protocol`) and supplies only its data. Documents: {"id", "question", "answers": [gold
-    answers], "answer": the answer a shot shows}."""
+class ClosedBookQATask(GenerationTask):
+    """The prompt, decoding and grading both closed-book QA tasks use; a subclass supplies only
+    its data. Documents: {"id", "question", "answers": [gold answers], "answer": the answer a
+    shot shows}."""
 
     options = QA_OPTIONS
     until = ("\n",)
     max_new_tokens = 32
 
-    def format(self, task: GenerationTask, settings: Settings) -> QAFormat:
-        return QAFormat(*(task.option(settings, name) for name in QA_OPTIONS))
+    def format(self, settings: Settings) -> QAFormat:
+        return QAFormat(*(self.option(settings, name) for name in QA_OPTIONS))
 
-    def requests(self, task: GenerationTask, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        return [task.generation_request(qa_prompt(doc, shots, self.format(task, settings)), settings,
-                                        temperature=0.0, n=1)]
+    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        """The prompt with the default options; `requests` applies the run's options."""
+        return qa_prompt(doc, shots, QAFormat())
 
-    def grade(self, task: GenerationTask, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
+    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
+        return [self.generation_request(qa_prompt(doc, shots, self.format(settings)), settings, temperature=0.0, n=1)]
+
+    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
         completion = completions[0][0]
-        answer = clean_answer(completion, task.option(settings, "qa_cut"))
+        answer = clean_answer(completion, self.option(settings, "qa_cut"))
         return DocScore(doc["id"], answer, " | ".join(doc["answers"]),
                         {"exact_match": exact_match(answer, doc["answers"])}, {"completion": completion})
-
-
-CLOSED_BOOK_QA = ClosedBookQA()
 
 
 def qa_doc(prefix: str, question: str, answers: list[str], shown: str) -> Doc:

@@ -3,7 +3,7 @@
 Reproduces Table 5 of the LLaMA paper (exact match at 0, 1, 5 and 64 shots); protocol in
 ../shared/reference/PROTOCOL.md, "Table 4 ... and Table 5". Prompt, options, fitting 64 shots
 into the window, decoding and grading are the closed-book QA protocol shared with
-NaturalQuestions (qa.py, `CLOSED_BOOK_QA`), with exact match against every alias.
+NaturalQuestions (qa.py, `ClosedBookQATask`), with exact match against every alias.
 
 - Dataset: the paper evaluates "on the dev set of the filtered set"; which file exactly is NOT
   STATED. Two sources; the data source's `variant` field (run.json; Table 5 marks
@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..metrics import normalize_answer
-from ..requests import Request
 from . import data
-from .base import Doc, DocScore, GenerationTask, Settings
+from .base import Doc
 from .data import read_dpr, string_list, unique_ids
-from .qa import CLOSED_BOOK_QA, QAFormat, qa_doc, qa_prompt
+from .qa import ClosedBookQATask, qa_doc
 
 
 def shot_answer(aliases: Sequence[str]) -> str:
@@ -48,7 +47,7 @@ def shot_answer(aliases: Sequence[str]) -> str:
     return aliases[max(range(len(aliases)), key=lambda i: (support[i], -len(aliases[i]), -i))]
 
 
-class TriviaQA(GenerationTask):
+class TriviaQA(ClosedBookQATask):
     """The closed-book QA protocol (qa.py) on TriviaQA's data."""
 
     name = "triviaqa"
@@ -56,10 +55,6 @@ class TriviaQA(GenerationTask):
     paper_table = 5
     paper_shots = (0, 1, 5, 64)
     headline_metric = "exact_match"
-    protocol = CLOSED_BOOK_QA
-    until = protocol.until
-    max_new_tokens = protocol.max_new_tokens
-    options = protocol.options
     hf_dataset = ("mandarjoshi/trivia_qa", "rc.nocontext", "validation")
     few_shot_pool = "DPR trivia-dev (triviaqa/topics.dpr.trivia.dev.txt), or rc.nocontext train on the hub"
     release_files = ("triviaqa/topics.dpr.trivia.test.txt",)
@@ -98,13 +93,3 @@ class TriviaQA(GenerationTask):
         golds = aliases if value in aliases else [*aliases, value]
         return qa_doc("tqa", data.field(row, "question", source, lineno), golds, value)
 
-
-    def prompt(self, doc: Doc, shots: list[Doc]) -> str:
-        """The prompt with the default options; `requests` applies the run's options."""
-        return qa_prompt(doc, shots, QAFormat())
-
-    def requests(self, doc: Doc, shots: list[Doc], settings: Settings) -> list[Request]:
-        return self.protocol.requests(self, doc, shots, settings)
-
-    def grade(self, doc: Doc, completions: list[tuple[str, ...]], settings: Settings) -> DocScore:
-        return self.protocol.grade(self, doc, completions, settings)
