@@ -277,7 +277,6 @@ class Scorer:
         if attention not in ATTENTION:
             raise ValueError(f"attention {attention!r} is not one of {ATTENTION}")
         self.attention = attention
-        self.flex = attention == "flex"
         if ahead is not None and ahead.window != self.window:
             raise ValueError(f"requests encoded ahead for a window of {ahead.window}, not {self.window}")
         self.ahead = ahead
@@ -343,11 +342,12 @@ class Scorer:
         model = self.model
         device = model.tok_embeddings.weight.device
         run_nodes = np.flatnonzero(trie.has_child)  # preorder
+        flex = self.attention == "flex"
         q_pad = _round_up(self.batch_tokens, FLEX_BLOCK)  # the query length of every flex forward
-        cache_len = _round_up(self.window + (q_pad if self.flex else self.batch_tokens),
-                              FLEX_KEY_BUCKET if self.flex else KEY_ALIGN)
+        cache_len = _round_up(self.window + (q_pad if flex else self.batch_tokens),
+                              FLEX_KEY_BUCKET if flex else KEY_ALIGN)
         cache = model.new_cache(1, cache_len)
-        block_masks = TreeBlockMasks(q_pad, cache_len, device) if self.flex else None
+        block_masks = TreeBlockMasks(q_pad, cache_len, device) if flex else None
         stack = np.zeros(0, dtype=np.int64)  # node ids whose keys/values sit in cache slots [0, len)
         t_lo = 0  # targets are sorted by parent, and parents come in preorder
         for c0 in range(0, len(run_nodes), self.batch_tokens):
@@ -361,7 +361,7 @@ class Scorer:
             keys = np.concatenate([stack, chunk])
             n_stack, n = len(stack), len(chunk)
             tokens, depths = trie.token[chunk], trie.depth[chunk]
-            if self.flex:
+            if flex:
                 # Padding queries attend nothing; their keys, written past the real ones, are
                 # nobody's ancestors.
                 t = q_pad

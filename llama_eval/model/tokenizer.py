@@ -60,8 +60,13 @@ class Tokenizer:
         """Token ids (no BOS/EOS) of each distinct text, exactly as encode_batch gives them; texts
         that share a header (a few-shot prompt's examples) cost one encoding of it
         (_encode_contexts)."""
+        return _encode_contexts(self.encode_batch, list(dict.fromkeys(texts)), self._dummy_prefix())
+
+    def _dummy_prefix(self) -> int:
+        """1 where the tokenizer adds a dummy "▁" before a text (SentencePiece): a text cut at a
+        word boundary must then be given without its leading space, or it would see two; else 0."""
         one, spaced = self.encode_batch(["a", " a"])
-        return _encode_contexts(self.encode_batch, list(dict.fromkeys(texts)), 1 if len(spaced) > len(one) else 0)
+        return 1 if len(spaced) > len(one) else 0
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(BOS + context tokens, continuation tokens) for scoring `continuation` after `context`;
@@ -90,10 +95,7 @@ class Tokenizer:
         the same context and split share one context list: do not mutate the lists returned.
         """
         encode = self.encode_batch  # list[str] -> list[list[int]], every tokenizer kind's primitive
-        # A tokenizer that adds a dummy "▁" before a text (SentencePiece) must be given the
-        # tail without its leading space, or it would see two.
-        one, spaced = encode(["a", " a"])
-        lead = 1 if len(spaced) > len(one) else 0
+        lead = self._dummy_prefix()
         split = []
         for context, continuation in pairs:
             stripped = context.rstrip(" ")
